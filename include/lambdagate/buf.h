@@ -1,0 +1,40 @@
+/* buf.h - a growable, bounded byte buffer that stays NUL-terminated. */
+#ifndef LG_BUF_H
+#define LG_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+#include "lambdagate/lambdagate.h"
+
+/* A byte buffer. data is NULL until the first append, then always holds a
+ * NUL after the last byte, so text can be used as a C string. Appends fail
+ * (return -1, buffer unchanged) past max bytes or when memory runs out. */
+struct lg_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+    size_t max;
+};
+
+/* Prepare an empty buffer that may grow to max bytes (0 = SIZE_MAX / 2). */
+void lg_buf_init(struct lg_buf *b, size_t max);
+/* Make room for extra more bytes. */
+int lg_buf_reserve(struct lg_buf *b, size_t extra) LG_WUR;
+int lg_buf_append(struct lg_buf *b, const void *p, size_t n) LG_WUR;
+int lg_buf_puts(struct lg_buf *b, const char *s) LG_WUR;
+int lg_buf_putc(struct lg_buf *b, char c) LG_WUR;
+int lg_buf_printf(struct lg_buf *b, const char *fmt, ...) LG_PRINTF(2, 3) LG_WUR;
+int lg_buf_vprintf(struct lg_buf *b, const char *fmt, va_list ap) LG_PRINTF(2, 0) LG_WUR;
+/* The contents as a C string ("" when empty); borrowed, valid until the next
+ * change to b. */
+const char *lg_buf_cstr(const struct lg_buf *b);
+/* Take the contents: the caller frees the result with free(); b is left
+ * empty. Returns NULL (and *len 0) when b is empty. */
+char *lg_buf_steal(struct lg_buf *b, size_t *len);
+/* Forget the contents, keep the memory. */
+void lg_buf_reset(struct lg_buf *b);
+/* Release the memory; b may be reused after lg_buf_init. */
+void lg_buf_free(struct lg_buf *b);
+
+#endif

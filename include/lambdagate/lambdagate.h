@@ -1,0 +1,35 @@
+/* lambdagate.h - types, limits and macros shared by every subsystem. */
+#ifndef LG_LAMBDAGATE_H
+#define LG_LAMBDAGATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Results that must be checked: 0 / -1 and bool functions carry this. */
+#define LG_WUR          __attribute__((warn_unused_result))
+#define LG_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#define LG_UNUSED       __attribute__((unused))
+#define LG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Lambda's documented payload limits (Invoke API): the request payload of a
+ * synchronous call and of an asynchronous (Event) call. */
+#define LG_LAMBDA_SYNC_PAYLOAD_MAX  6291456u
+#define LG_LAMBDA_ASYNC_PAYLOAD_MAX 1048576u
+
+/* The largest Invoke response we accept from Lambda (API Gateway's own
+ * payload limit is 10 MB; Lambda's response limit is 6 MB). Anything larger
+ * is treated as a broken upstream. */
+#define LG_LAMBDA_RESPONSE_MAX (10u * 1024u * 1024u)
+
+/* Nesting allowed in JSON from outside (function answers, tokens, JWKS). */
+#define LG_JSON_MAX_DEPTH 64
+
+/* Length of a request id: a UUID in its 36-character text form. */
+#define LG_REQUEST_ID_LEN 36
+
+/* Size of an error-message buffer passed to functions that report why they
+ * failed. */
+#define LG_ERR_LEN 256
+
+#endif

@@ -1,0 +1,3 @@
+/* awscreds.c - placeholder until the module lands. */
+#include "config.h"
+#include "lambdagate/awscreds.h"

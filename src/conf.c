@@ -1,0 +1,3 @@
+/* conf.c - placeholder until the module lands. */
+#include "config.h"
+#include "lambdagate/conf.h"

@@ -1,0 +1,3 @@
+/* event.c - placeholder until the module lands. */
+#include "config.h"
+#include "lambdagate/event.h"

@@ -1,0 +1,3 @@
+/* http.c - placeholder until the module lands. */
+#include "config.h"
+#include "lambdagate/http.h"

@@ -1,0 +1,3 @@
+/* httpc.c - placeholder until the module lands. */
+#include "config.h"
+#include "lambdagate/httpc.h"

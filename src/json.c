@@ -1,0 +1,165 @@
+/* json.c - bounded parsing of untrusted JSON and yajl_gen helpers. */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lambdagate/json.h"
+
+/* Reject what yajl cannot be trusted with before it sees the text: a NUL
+ * byte (yajl_tree_parse reads a C string) and nesting deeper than
+ * max_depth (its tree builder recurses per level). Brackets inside strings
+ * do not count. */
+static int json_precheck(const char *text, size_t len, size_t max_depth, char *err, size_t errlen)
+{
+    const char *nul = memchr(text, '\0', len);
+    if (nul != NULL) {
+        snprintf(err, errlen, "NUL byte at offset %zu", (size_t)(nul - text));
+        return -1;
+    }
+    size_t depth = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_string) {
+            if (c == '\\')
+                i++; /* the escaped character cannot end the string */
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max_depth) {
+                snprintf(err, errlen, "nesting deeper than %zu", max_depth);
+                return -1;
+            }
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            depth--;
+        }
+    }
+    return 0;
+}
+
+yajl_val lg_json_parse(const char *text, size_t len, size_t max_len, size_t max_depth, char *err,
+                       size_t errlen)
+{
+    char dummy[1];
+    if (err == NULL || errlen == 0) {
+        err = dummy;
+        errlen = sizeof(dummy);
+    }
+    err[0] = '\0';
+    if (len > max_len) {
+        snprintf(err, errlen, "JSON text of %zu bytes exceeds %zu", len, max_len);
+        return NULL;
+    }
+    if (json_precheck(text, len, max_depth, err, errlen) != 0)
+        return NULL;
+    char *copy = malloc(len + 1);
+    if (copy == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    char yerr[128] = "";
+    yajl_val v = yajl_tree_parse(copy, yerr, sizeof(yerr));
+    free(copy);
+    if (v == NULL) {
+        /* yajl's message spans lines and quotes the input: keep the first
+         * line only, so untrusted text never reaches a log whole. */
+        char *nl = strchr(yerr, '\n');
+        if (nl)
+            *nl = '\0';
+        snprintf(err, errlen, "invalid JSON: %s", yerr[0] ? yerr : "parse error");
+    }
+    return v;
+}
+
+void lg_json_free(yajl_val v)
+{
+    if (v)
+        yajl_tree_free(v);
+}
+
+yajl_val lg_json_get(yajl_val obj, const char *key)
+{
+    if (obj == NULL || !YAJL_IS_OBJECT(obj))
+        return NULL;
+    size_t n = obj->u.object.len;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(obj->u.object.keys[i], key) == 0)
+            return obj->u.object.values[i];
+    }
+    return NULL;
+}
+
+const char *lg_json_get_string(yajl_val obj, const char *key)
+{
+    yajl_val v = lg_json_get(obj, key);
+    return v && YAJL_IS_STRING(v) ? v->u.string : NULL;
+}
+
+bool lg_json_integer(yajl_val v, int64_t *out)
+{
+    if (v == NULL || !YAJL_IS_NUMBER(v))
+        return false;
+    if (v->u.number.flags & YAJL_NUMBER_INT_VALID) {
+        *out = v->u.number.i;
+        return true;
+    }
+    /* "200.0" or "2e2": accept only when the value is an exact integer. */
+    if (v->u.number.flags & YAJL_NUMBER_DOUBLE_VALID) {
+        double d = v->u.number.d;
+        if (isfinite(d) && d == floor(d) && d >= -9.2e18 && d <= 9.2e18) {
+            *out = (int64_t)d;
+            return true;
+        }
+    }
+    return false;
+}
+
+yajl_gen lg_json_gen_new(void)
+{
+    yajl_gen g = yajl_gen_alloc(NULL);
+    if (g == NULL)
+        return NULL;
+    yajl_gen_config(g, yajl_gen_beautify, 0);
+    yajl_gen_config(g, yajl_gen_validate_utf8, 1);
+    return g;
+}
+
+int lg_json_gen_cstr(yajl_gen g, const char *s)
+{
+    return yajl_gen_string(g, (const unsigned char *)s, strlen(s)) == yajl_gen_status_ok ? 0 : -1;
+}
+
+int lg_json_gen_str(yajl_gen g, const char *s, size_t n)
+{
+    return yajl_gen_string(g, (const unsigned char *)s, n) == yajl_gen_status_ok ? 0 : -1;
+}
+
+int lg_json_gen_int(yajl_gen g, int64_t v)
+{
+    return yajl_gen_integer(g, (long long)v) == yajl_gen_status_ok ? 0 : -1;
+}
+
+int lg_json_gen_bool(yajl_gen g, bool v)
+{
+    return yajl_gen_bool(g, v) == yajl_gen_status_ok ? 0 : -1;
+}
+
+int lg_json_gen_null(yajl_gen g)
+{
+    return yajl_gen_null(g) == yajl_gen_status_ok ? 0 : -1;
+}
+
+int lg_json_gen_kv(yajl_gen g, const char *key, const char *value)
+{
+    if (lg_json_gen_cstr(g, key) != 0)
+        return -1;
+    return value ? lg_json_gen_cstr(g, value) : lg_json_gen_null(g);
+}

@@ -1,0 +1,6 @@
+/* main.c - options, signals, workers. */
+#include "config.h"
+int main(void)
+{
+    return 0;
+}

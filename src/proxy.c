@@ -1,0 +1,3 @@
+/* proxy.c - placeholder until the module lands. */
+#include "config.h"
+#include "lambdagate/proxy.h"

@@ -1,0 +1,3 @@
+/* router.c - placeholder until the module lands. */
+#include "config.h"
+#include "lambdagate/router.h"

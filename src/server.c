@@ -1,0 +1,3 @@
+/* server.c - placeholder until the module lands. */
+#include "config.h"
+#include "lambdagate/server.h"
