@@ -1,3 +1,745 @@
-/* httpc.c - placeholder until the module lands. */
+/* httpc.c - HTTP/1.1 client connections (TCP or verified TLS) on an event loop. */
 #include "config.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
 #include "lambdagate/httpc.h"
+
+void lg_httpc_url_free(struct lg_httpc_url *u)
+{
+    if (u == NULL)
+        return;
+    free(u->host);
+    free(u->authority);
+    free(u->path);
+    memset(u, 0, sizeof(*u));
+}
+
+static char *dup_n(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+/* A host name: letters, digits, '-', '.', '_' (the last for local names);
+ * a bracketed IPv6 literal is handled by the caller. */
+static bool valid_hostname(const char *s, size_t n)
+{
+    if (n == 0 || n > 253)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+int lg_httpc_parse_url(const char *url, struct lg_httpc_url *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    const char *p;
+    if (strncasecmp(url, "https://", 8) == 0) {
+        out->tls = true;
+        p = url + 8;
+    } else if (strncasecmp(url, "http://", 7) == 0) {
+        p = url + 7;
+    } else {
+        snprintf(err, errlen, "URL must start with http:// or https://");
+        return -1;
+    }
+    size_t auth_len = strcspn(p, "/?#");
+    const char *rest = p + auth_len;
+    if (memchr(p, '@', auth_len) != NULL) {
+        snprintf(err, errlen, "URL must not carry user information");
+        return -1;
+    }
+    if (strchr(url, '#') != NULL) {
+        snprintf(err, errlen, "URL must not have a fragment");
+        return -1;
+    }
+    for (const char *c = url; *c; c++) {
+        if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f) {
+            snprintf(err, errlen, "URL holds a space, control or non-ASCII character");
+            return -1;
+        }
+    }
+    const char *host = p;
+    size_t host_len;
+    const char *port_str = NULL;
+    size_t port_len = 0;
+    bool ipv6 = false;
+    if (auth_len > 0 && p[0] == '[') {
+        const char *close = memchr(p, ']', auth_len);
+        if (close == NULL) {
+            snprintf(err, errlen, "unterminated IPv6 address in URL");
+            return -1;
+        }
+        host = p + 1;
+        host_len = (size_t)(close - host);
+        ipv6 = true;
+        const char *after = close + 1;
+        if (after < p + auth_len) {
+            if (*after != ':') {
+                snprintf(err, errlen, "unexpected text after IPv6 address in URL");
+                return -1;
+            }
+            port_str = after + 1;
+            port_len = (size_t)(p + auth_len - port_str);
+        }
+    } else {
+        const char *colon = memchr(p, ':', auth_len);
+        host_len = colon ? (size_t)(colon - p) : auth_len;
+        if (colon) {
+            port_str = colon + 1;
+            port_len = (size_t)(p + auth_len - port_str);
+        }
+    }
+    char hostbuf[256];
+    if (host_len == 0 || host_len >= sizeof(hostbuf)) {
+        snprintf(err, errlen, "URL has no valid host");
+        return -1;
+    }
+    memcpy(hostbuf, host, host_len);
+    hostbuf[host_len] = '\0';
+    if (ipv6) {
+        unsigned char a6[16];
+        if (inet_pton(AF_INET6, hostbuf, a6) != 1) {
+            snprintf(err, errlen, "invalid IPv6 address in URL");
+            return -1;
+        }
+    } else if (!valid_hostname(hostbuf, host_len)) {
+        snprintf(err, errlen, "invalid host name in URL");
+        return -1;
+    }
+    unsigned port = out->tls ? 443 : 80;
+    bool default_port = true;
+    if (port_str) {
+        if (port_len == 0 || port_len > 5) {
+            snprintf(err, errlen, "invalid port in URL");
+            return -1;
+        }
+        port = 0;
+        for (size_t i = 0; i < port_len; i++) {
+            if (port_str[i] < '0' || port_str[i] > '9') {
+                snprintf(err, errlen, "invalid port in URL");
+                return -1;
+            }
+            port = port * 10 + (unsigned)(port_str[i] - '0');
+        }
+        if (port == 0 || port > 65535) {
+            snprintf(err, errlen, "port out of range in URL");
+            return -1;
+        }
+        default_port = port == (out->tls ? 443u : 80u);
+    }
+    out->port = (uint16_t)port;
+    out->host = dup_n(hostbuf, host_len);
+    char authority[300];
+    if (default_port)
+        snprintf(authority, sizeof(authority), ipv6 ? "[%s]" : "%s", hostbuf);
+    else
+        snprintf(authority, sizeof(authority), ipv6 ? "[%s]:%u" : "%s:%u", hostbuf, port);
+    out->authority = strdup(authority);
+    out->path = *rest ? (*rest == '?' ? NULL : strdup(rest)) : strdup("/");
+    if (out->path == NULL && *rest == '?') {
+        size_t n = strlen(rest);
+        out->path = malloc(n + 2);
+        if (out->path) {
+            out->path[0] = '/';
+            memcpy(out->path + 1, rest, n + 1);
+        }
+    }
+    if (out->host == NULL || out->authority == NULL || out->path == NULL) {
+        lg_httpc_url_free(out);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Client connections                                                      */
+/* ---------------------------------------------------------------------- */
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
+#include "lambdagate/tls.h"
+
+/* Largest response header block accepted from an upstream. */
+#define HTTPC_MAX_HEAD 65536
+/* An idle keep-alive connection is closed after this long: upstreams
+ * (Lambda's front ends among them) close idle connections themselves, and
+ * reusing one that is about to close races with that close. */
+#define HTTPC_IDLE_MS 30000
+
+enum conn_state {
+    CONN_FRESH = 0, /* never connected */
+    CONN_BUSY,      /* a request in flight */
+    CONN_IDLE,      /* connected, waiting for a request */
+    CONN_BROKEN,    /* unusable; waits to be freed */
+    CONN_FREEING,   /* free requested; memory released by a zero timer */
+};
+
+enum read_state {
+    READ_HEAD = 0,
+    READ_BODY_LENGTH,
+    READ_BODY_CHUNKED,
+    READ_BODY_EOF,
+};
+
+struct lg_httpc_conn {
+    struct event_base *base;
+    struct evdns_base *dns;
+    bool tls;
+    char *host;
+    uint16_t port;
+    SSL_CTX *ssl_ctx;
+
+    struct bufferevent *bev;
+    struct event *timer; /* request deadline, idle limit, or immediate failure */
+    enum conn_state state;
+    bool connected;
+    uint64_t served;
+
+    lg_httpc_done_cb done;
+    void *done_arg;
+    lg_httpc_closed_cb closed;
+    void *closed_arg;
+
+    /* the request in flight */
+    bool is_head;
+    size_t max_body;
+    bool got_bytes;                    /* any byte of the answer arrived */
+    enum lg_httpc_error pending_error; /* set before an immediate failure */
+    const char *pending_text;
+    char error_text[LG_ERR_LEN];
+
+    /* the answer being read */
+    enum read_state rstate;
+    size_t scanned;
+    char *head_block;
+    struct lg_http_head *head;
+    int64_t body_left;
+    struct lg_http_chunked chunked;
+    size_t body_total;
+    struct evbuffer *body;
+};
+
+static void conn_read_cb(struct bufferevent *bev, void *arg);
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+struct lg_httpc_conn *lg_httpc_conn_new(struct event_base *base, struct evdns_base *dns,
+                                        const struct lg_httpc_target *target)
+{
+    struct lg_httpc_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->base = base;
+    c->dns = dns;
+    c->tls = target->tls;
+    c->port = target->port;
+    c->ssl_ctx = target->ssl_ctx;
+    c->host = strdup(target->host);
+    c->head = malloc(sizeof(*c->head));
+    c->body = evbuffer_new();
+    c->timer = evtimer_new(base, conn_timer_cb, c);
+    if (c->host == NULL || c->head == NULL || c->body == NULL || c->timer == NULL) {
+        lg_httpc_conn_free(c);
+        return NULL;
+    }
+    if (c->tls)
+        SSL_CTX_up_ref(c->ssl_ctx);
+    else
+        c->ssl_ctx = NULL;
+    return c;
+}
+
+static void conn_release(evutil_socket_t fd, short what, void *arg)
+{
+    struct lg_httpc_conn *c = arg;
+    if (c->bev)
+        bufferevent_free(c->bev);
+    if (c->timer)
+        event_free(c->timer);
+    if (c->body)
+        evbuffer_free(c->body);
+    if (c->ssl_ctx)
+        SSL_CTX_free(c->ssl_ctx);
+    free(c->head_block);
+    free(c->head);
+    free(c->host);
+    free(c);
+}
+
+void lg_httpc_conn_free(struct lg_httpc_conn *c)
+{
+    if (c == NULL || c->state == CONN_FREEING)
+        return;
+    c->state = CONN_FREEING;
+    if (c->bev) {
+        bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    }
+    if (c->timer)
+        event_del(c->timer);
+    /* Release on a zero timer: this may run inside one of c's own callbacks,
+     * which still touch c (and its bufferevent) after we return. */
+    struct timeval zero = {0, 0};
+    if (event_base_once(c->base, -1, EV_TIMEOUT, conn_release, c, &zero) != 0)
+        conn_release(-1, 0, c); /* no memory for the timer: nothing better to do */
+}
+
+void lg_httpc_conn_set_closed_cb(struct lg_httpc_conn *c, lg_httpc_closed_cb cb, void *arg)
+{
+    c->closed = cb;
+    c->closed_arg = arg;
+}
+
+bool lg_httpc_conn_idle(const struct lg_httpc_conn *c)
+{
+    return c->state == CONN_IDLE || c->state == CONN_FRESH;
+}
+
+uint64_t lg_httpc_conn_served(const struct lg_httpc_conn *c)
+{
+    return c->served;
+}
+
+static void reset_answer(struct lg_httpc_conn *c)
+{
+    c->rstate = READ_HEAD;
+    c->scanned = 0;
+    free(c->head_block);
+    c->head_block = NULL;
+    c->body_left = 0;
+    memset(&c->chunked, 0, sizeof(c->chunked));
+    c->body_total = 0;
+    evbuffer_drain(c->body, evbuffer_get_length(c->body));
+    c->got_bytes = false;
+}
+
+/* Mark the connection unusable and tell its owner when it is idle (a busy
+ * connection's failure reaches the owner through the done callback). */
+static void conn_break(struct lg_httpc_conn *c, bool notify)
+{
+    if (c->state == CONN_FREEING)
+        return;
+    c->state = CONN_BROKEN;
+    if (c->bev) {
+        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+        bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    }
+    event_del(c->timer);
+    if (notify && c->closed)
+        c->closed(c, c->closed_arg);
+}
+
+/* Complete the request in flight with an answer or an error. */
+static void conn_finish(struct lg_httpc_conn *c, enum lg_httpc_error error, const char *text,
+                        bool retryable)
+{
+    lg_httpc_done_cb done = c->done;
+    void *arg = c->done_arg;
+    c->done = NULL;
+    event_del(c->timer);
+    struct lg_httpc_response resp = {
+        .error = error,
+        .error_text = error == LG_HTTPC_OK ? NULL : text,
+        .head = error == LG_HTTPC_OK ? c->head : NULL,
+        .body = c->body,
+        .retryable = retryable,
+    };
+    if (error == LG_HTTPC_OK) {
+        c->served++;
+        bool reusable = c->head->keep_alive && c->rstate != READ_BODY_EOF &&
+                        evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
+        if (reusable) {
+            c->state = CONN_IDLE;
+            struct timeval idle = {HTTPC_IDLE_MS / 1000, (HTTPC_IDLE_MS % 1000) * 1000};
+            event_add(c->timer, &idle);
+        } else {
+            conn_break(c, false);
+        }
+    } else {
+        conn_break(c, false);
+    }
+    if (done)
+        done(c, &resp, arg);
+    if (c->state != CONN_FREEING) {
+        free(c->head_block);
+        c->head_block = NULL;
+        evbuffer_drain(c->body, evbuffer_get_length(c->body));
+    }
+}
+
+static void describe_tls_failure(struct lg_httpc_conn *c, char *out, size_t outlen)
+{
+    SSL *ssl = c->bev ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+    long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    if (vr != X509_V_OK) {
+        snprintf(out, outlen, "TLS verification of %s failed: %s", c->host,
+                 X509_verify_cert_error_string(vr));
+        ERR_clear_error();
+        return;
+    }
+    unsigned long e = c->bev ? bufferevent_get_openssl_error(c->bev) : 0;
+    if (e) {
+        char buf[200];
+        ERR_error_string_n(e, buf, sizeof(buf));
+        snprintf(out, outlen, "TLS error with %s: %s", c->host, buf);
+        while (bufferevent_get_openssl_error(c->bev) != 0) {
+        }
+        ERR_clear_error();
+        return;
+    }
+    out[0] = '\0';
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct lg_httpc_conn *c = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        c->connected = true;
+        return;
+    }
+    if (c->state == CONN_IDLE) {
+        conn_break(c, true); /* the server closed an idle connection */
+        return;
+    }
+    if (c->state != CONN_BUSY)
+        return;
+    /* Reading until close is how a response without length ends. */
+    if ((what & BEV_EVENT_EOF) && c->rstate == READ_BODY_EOF && c->got_bytes) {
+        conn_finish(c, LG_HTTPC_OK, NULL, false);
+        return;
+    }
+    char text[LG_ERR_LEN] = "";
+    if (c->tls)
+        describe_tls_failure(c, text, sizeof(text));
+    int err = EVUTIL_SOCKET_ERROR();
+    if (!c->connected) {
+        if (text[0] == '\0') {
+            int dns_err = bufferevent_socket_get_dns_error(bev);
+            if (dns_err)
+                snprintf(text, sizeof(text), "cannot resolve %s: %s", c->host,
+                         evutil_gai_strerror(dns_err));
+            else
+                snprintf(text, sizeof(text), "cannot connect to %s:%u: %s", c->host, c->port,
+                         err ? evutil_socket_error_to_string(err) : "connection closed");
+        }
+        snprintf(c->error_text, sizeof(c->error_text), "%s", text);
+        conn_finish(c, LG_HTTPC_CONNECT, c->error_text, false);
+        return;
+    }
+    if (text[0] == '\0')
+        snprintf(text, sizeof(text), "connection to %s:%u %s", c->host, c->port,
+                 (what & BEV_EVENT_EOF) ? "closed before the answer was complete"
+                                        : "failed while waiting for the answer");
+    snprintf(c->error_text, sizeof(c->error_text), "%s", text);
+    /* Nothing of the answer came back on a connection that had served:
+     * the server closed an idle connection as we reused it. */
+    bool retryable = c->served > 0 && !c->got_bytes;
+    conn_finish(c, LG_HTTPC_IO, c->error_text, retryable);
+}
+
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct lg_httpc_conn *c = arg;
+    if (c->state == CONN_IDLE) {
+        conn_break(c, true);
+        return;
+    }
+    if (c->state != CONN_BUSY)
+        return;
+    if (c->pending_error != LG_HTTPC_OK) {
+        enum lg_httpc_error e = c->pending_error;
+        c->pending_error = LG_HTTPC_OK;
+        conn_finish(c, e, c->pending_text, false);
+        return;
+    }
+    snprintf(c->error_text, sizeof(c->error_text), "no answer from %s:%u in time", c->host,
+             c->port);
+    conn_finish(c, LG_HTTPC_TIMEOUT, c->error_text, false);
+}
+
+/* Try to read the answer's header block. 1 = parsed, 0 = need more, -1 =
+ * failed (finished). */
+static int read_head(struct lg_httpc_conn *c, struct evbuffer *in)
+{
+    for (;;) {
+        size_t avail = evbuffer_get_length(in);
+        size_t look = avail < HTTPC_MAX_HEAD + 4 ? avail : HTTPC_MAX_HEAD + 4;
+        const char *data = (const char *)evbuffer_pullup(in, (ev_ssize_t)look);
+        size_t end = lg_http_head_end(data, look, &c->scanned);
+        if (end == 0) {
+            if (avail > HTTPC_MAX_HEAD) {
+                conn_finish(c, LG_HTTPC_PROTOCOL, "answer header block too large", false);
+                return -1;
+            }
+            return 0;
+        }
+        free(c->head_block);
+        c->head_block = malloc(end);
+        if (c->head_block == NULL) {
+            conn_finish(c, LG_HTTPC_PROTOCOL, "out of memory", false);
+            return -1;
+        }
+        evbuffer_remove(in, c->head_block, end);
+        c->scanned = 0;
+        if (lg_http_parse_response_head(c->head_block, end, c->head) != 0) {
+            conn_finish(c, LG_HTTPC_PROTOCOL, "malformed answer header", false);
+            return -1;
+        }
+        if (c->head->status >= 100 && c->head->status < 200)
+            continue; /* interim answer (100 Continue): the real one follows */
+        return 1;
+    }
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct lg_httpc_conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    if (c->state != CONN_BUSY) {
+        /* Bytes nobody asked for: the connection can no longer be trusted. */
+        evbuffer_drain(in, evbuffer_get_length(in));
+        conn_break(c, c->state == CONN_IDLE);
+        return;
+    }
+    if (evbuffer_get_length(in) > 0)
+        c->got_bytes = true;
+    if (c->rstate == READ_HEAD) {
+        int rc = read_head(c, in);
+        if (rc <= 0)
+            return;
+        int st = c->head->status;
+        if (c->is_head || st == 204 || st == 304) {
+            conn_finish(c, LG_HTTPC_OK, NULL, false);
+            return;
+        }
+        if (c->head->chunked) {
+            c->rstate = READ_BODY_CHUNKED;
+        } else if (c->head->content_length >= 0) {
+            if ((uint64_t)c->head->content_length > c->max_body) {
+                conn_finish(c, LG_HTTPC_PROTOCOL, "answer body too large", false);
+                return;
+            }
+            c->rstate = READ_BODY_LENGTH;
+            c->body_left = c->head->content_length;
+        } else {
+            c->rstate = READ_BODY_EOF;
+        }
+    }
+    switch (c->rstate) {
+    case READ_BODY_LENGTH: {
+        size_t avail = evbuffer_get_length(in);
+        size_t take = avail < (size_t)c->body_left ? avail : (size_t)c->body_left;
+        if (take > 0)
+            evbuffer_remove_buffer(in, c->body, take);
+        c->body_left -= (int64_t)take;
+        if (c->body_left == 0)
+            conn_finish(c, LG_HTTPC_OK, NULL, false);
+        break;
+    }
+    case READ_BODY_CHUNKED: {
+        enum lg_http_chunked_result r =
+            lg_http_chunked_decode(&c->chunked, in, c->body, &c->body_total, c->max_body);
+        if (r == LG_CHUNKED_DONE)
+            conn_finish(c, LG_HTTPC_OK, NULL, false);
+        else if (r == LG_CHUNKED_ERROR)
+            conn_finish(c, LG_HTTPC_PROTOCOL, "malformed chunked answer", false);
+        else if (r == LG_CHUNKED_TOO_LONG)
+            conn_finish(c, LG_HTTPC_PROTOCOL, "answer body too large", false);
+        break;
+    }
+    case READ_BODY_EOF: {
+        size_t avail = evbuffer_get_length(in);
+        if (evbuffer_get_length(c->body) + avail > c->max_body) {
+            conn_finish(c, LG_HTTPC_PROTOCOL, "answer body too large", false);
+            return;
+        }
+        evbuffer_remove_buffer(in, c->body, avail);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* Arrange for the request in flight to fail from the event loop (never
+ * inside lg_httpc_conn_send, whose caller does not expect a callback). */
+static void fail_soon(struct lg_httpc_conn *c, enum lg_httpc_error e, const char *text)
+{
+    snprintf(c->error_text, sizeof(c->error_text), "%s", text);
+    c->pending_error = e;
+    c->pending_text = c->error_text;
+    event_del(c->timer);
+    event_active(c->timer, EV_TIMEOUT, 1);
+}
+
+int lg_httpc_conn_send(struct lg_httpc_conn *c, struct evbuffer *request, bool is_head,
+                       int64_t timeout_ms, size_t max_body, lg_httpc_done_cb done, void *arg)
+{
+    if (c->state != CONN_FRESH && c->state != CONN_IDLE)
+        return -1;
+    bool fresh = c->state == CONN_FRESH;
+    event_del(c->timer);
+    reset_answer(c);
+    c->state = CONN_BUSY;
+    c->done = done;
+    c->done_arg = arg;
+    c->is_head = is_head;
+    c->max_body = max_body;
+    c->pending_error = LG_HTTPC_OK;
+
+    if (fresh) {
+        SSL *ssl = NULL;
+        if (c->tls) {
+            char err[LG_ERR_LEN];
+            ssl = lg_tls_client_ssl_new(c->ssl_ctx, c->host, err, sizeof(err));
+            if (ssl == NULL) {
+                fail_soon(c, LG_HTTPC_CONNECT, err);
+                return 0;
+            }
+            c->bev =
+                bufferevent_openssl_socket_new(c->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                               BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+            if (c->bev == NULL)
+                SSL_free(ssl);
+            else
+                bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+        } else {
+            c->bev = bufferevent_socket_new(c->base, -1,
+                                            BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+        }
+        if (c->bev == NULL) {
+            fail_soon(c, LG_HTTPC_CONNECT, "cannot create a connection");
+            return 0;
+        }
+        bufferevent_setcb(c->bev, conn_read_cb, NULL, conn_event_cb, c);
+        if (bufferevent_socket_connect_hostname(c->bev, c->dns, AF_UNSPEC, c->host, c->port) != 0) {
+            char text[LG_ERR_LEN];
+            snprintf(text, sizeof(text), "cannot connect to %s:%u", c->host, c->port);
+            fail_soon(c, LG_HTTPC_CONNECT, text);
+            return 0;
+        }
+    }
+    /* Written now, sent once the connection (and handshake) is up. */
+    if (bufferevent_write_buffer(c->bev, request) != 0) {
+        fail_soon(c, LG_HTTPC_IO, "cannot queue the request");
+        return 0;
+    }
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)((timeout_ms % 1000) * 1000)};
+    event_add(c->timer, &tv);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* One-shot fetches                                                        */
+/* ---------------------------------------------------------------------- */
+
+struct lg_httpc_fetch {
+    struct lg_httpc_conn *conn;
+    lg_httpc_fetch_cb cb;
+    void *arg;
+};
+
+static void fetch_done(struct lg_httpc_conn *conn, const struct lg_httpc_response *resp, void *arg)
+{
+    struct lg_httpc_fetch *f = arg;
+    const char *body = "";
+    size_t len = 0;
+    if (resp->error == LG_HTTPC_OK) {
+        len = evbuffer_get_length(resp->body);
+        if (evbuffer_add(resp->body, "", 1) == 0)
+            body = (const char *)evbuffer_pullup(resp->body, -1);
+        else
+            len = 0;
+    }
+    f->cb(resp, body, len, f->arg);
+    lg_httpc_conn_free(f->conn);
+    free(f);
+}
+
+struct lg_httpc_fetch *lg_httpc_fetch(struct event_base *base, struct evdns_base *dns,
+                                      const struct lg_httpc_fetch_request *req,
+                                      lg_httpc_fetch_cb cb, void *arg, char *err, size_t errlen)
+{
+    struct lg_httpc_url url;
+    if (lg_httpc_parse_url(req->url, &url, err, errlen) != 0)
+        return NULL;
+    if (url.tls && req->ssl_ctx == NULL) {
+        snprintf(err, errlen, "no TLS context for %s", url.host);
+        lg_httpc_url_free(&url);
+        return NULL;
+    }
+    struct lg_httpc_target target = {url.tls, url.host, url.port, req->ssl_ctx};
+    struct lg_httpc_fetch *f = calloc(1, sizeof(*f));
+    struct evbuffer *msg = evbuffer_new();
+    if (f)
+        f->conn = lg_httpc_conn_new(base, dns, &target);
+    if (f == NULL || msg == NULL || f->conn == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    f->cb = cb;
+    f->arg = arg;
+    evbuffer_add_printf(msg,
+                        "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: lambdagate/" PACKAGE_VERSION
+                        "\r\nConnection: close\r\n",
+                        req->method, url.path, url.authority);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const struct lg_http_header *h = &req->headers[i];
+        evbuffer_add_printf(msg, "%.*s: %.*s\r\n", (int)h->name_len, h->name, (int)h->value_len,
+                            h->value);
+    }
+    if (req->body_len > 0 || strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0)
+        evbuffer_add_printf(msg, "Content-Length: %zu\r\n", req->body_len);
+    evbuffer_add(msg, "\r\n", 2);
+    if (req->body_len > 0)
+        evbuffer_add(msg, req->body, req->body_len);
+    if (lg_httpc_conn_send(f->conn, msg, strcmp(req->method, "HEAD") == 0, req->timeout_ms,
+                           req->max_body, fetch_done, f) != 0) {
+        snprintf(err, errlen, "cannot send the request");
+        goto fail;
+    }
+    evbuffer_free(msg);
+    lg_httpc_url_free(&url);
+    return f;
+fail:
+    if (msg)
+        evbuffer_free(msg);
+    if (f) {
+        lg_httpc_conn_free(f->conn);
+        free(f);
+    }
+    lg_httpc_url_free(&url);
+    return NULL;
+}
+
+void lg_httpc_fetch_cancel(struct lg_httpc_fetch *f)
+{
+    if (f == NULL)
+        return;
+    lg_httpc_conn_free(f->conn);
+    free(f);
+}

@@ -7,12 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lambdagate/codec.h"
 #include "lambdagate/json.h"
 
 /* Reject what yajl cannot be trusted with before it sees the text: a NUL
- * byte (yajl_tree_parse reads a C string) and nesting deeper than
- * max_depth (its tree builder recurses per level). Brackets inside strings
- * do not count. */
+ * byte (yajl_tree_parse reads a C string), nesting deeper than max_depth
+ * (its tree builder recurses per level), and comments (which it allows).
+ * Brackets inside strings do not count. */
 static int json_precheck(const char *text, size_t len, size_t max_depth, char *err, size_t errlen)
 {
     const char *nul = memchr(text, '\0', len);
@@ -31,6 +32,11 @@ static int json_precheck(const char *text, size_t len, size_t max_depth, char *e
                 in_string = false;
         } else if (c == '"') {
             in_string = true;
+        } else if (c == '/') {
+            /* yajl_tree_parse turns comments on; JSON has none, and '/' is
+             * legal only inside strings. */
+            snprintf(err, errlen, "comment or stray '/' at offset %zu", i);
+            return -1;
         } else if (c == '[' || c == '{') {
             if (++depth > max_depth) {
                 snprintf(err, errlen, "nesting deeper than %zu", max_depth);
@@ -162,4 +168,50 @@ int lg_json_gen_kv(yajl_gen g, const char *key, const char *value)
     if (lg_json_gen_cstr(g, key) != 0)
         return -1;
     return value ? lg_json_gen_cstr(g, value) : lg_json_gen_null(g);
+}
+
+int lg_json_append_string(struct lg_buf *out, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (lg_buf_putc(out, '"') != 0)
+        return -1;
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x80) {
+            /* Copy a well-formed UTF-8 sequence; anything else becomes
+             * U+FFFD, so a hostile byte never breaks the line's JSON. */
+            size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+            if (i + len <= n && lg_codec_utf8_valid(s + i, len)) {
+                if (lg_buf_append(out, s + i, len) != 0)
+                    return -1;
+                i += len;
+            } else {
+                if (lg_buf_puts(out, "\\ufffd") != 0)
+                    return -1;
+                i++;
+            }
+            continue;
+        }
+        int rc;
+        if (c == '"')
+            rc = lg_buf_puts(out, "\\\"");
+        else if (c == '\\')
+            rc = lg_buf_puts(out, "\\\\");
+        else if (c == '\n')
+            rc = lg_buf_puts(out, "\\n");
+        else if (c == '\r')
+            rc = lg_buf_puts(out, "\\r");
+        else if (c == '\t')
+            rc = lg_buf_puts(out, "\\t");
+        else if (c < 0x20 || c == 0x7f) {
+            char esc[7] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0};
+            rc = lg_buf_puts(out, esc);
+        } else
+            rc = lg_buf_putc(out, (char)c);
+        if (rc != 0)
+            return -1;
+        i++;
+    }
+    return lg_buf_putc(out, '"');
 }

@@ -1,3 +1,626 @@
-/* lambda.c - placeholder until the module lands. */
+/* lambda.c - the Invoke client: signed requests, connection pools, error mapping.
+ *
+ * Each worker thread has one client. A client keeps one pool of keep-alive
+ * connections per endpoint (host, port, TLS); a connection carries one
+ * request at a time, so concurrency comes from the pool. Calls beyond
+ * lambda.max_connections wait in the pool's queue, first come first
+ * served, until a connection frees up or their deadline passes. */
 #include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
+#include "lambdagate/awscreds.h"
+#include "lambdagate/codec.h"
+#include "lambdagate/httpc.h"
 #include "lambdagate/lambda.h"
+#include "lambdagate/log.h"
+#include "lambdagate/sigv4.h"
+
+/* How often a call waiting for the first credentials looks again. */
+#define CREDS_POLL_MS 50
+
+struct pool;
+
+struct pooled_conn {
+    struct lg_httpc_conn *conn;
+    struct pool *pool;
+    struct lg_lambda_call *call; /* the call using it, or NULL when idle */
+    struct pooled_conn *next;
+};
+
+struct pool {
+    struct lg_lambda_client *client;
+    bool tls;
+    char *host;
+    uint16_t port;
+    struct pooled_conn *conns; /* idle and busy */
+    size_t nconns;
+    struct lg_lambda_call *wait_head, *wait_tail; /* calls waiting for a connection */
+    struct pool *next;
+};
+
+enum call_state {
+    CALL_WAIT_CREDS = 0,
+    CALL_QUEUED,
+    CALL_SENT,
+    CALL_FAILING, /* an outcome is decided; delivered from the timer */
+};
+
+struct lg_lambda_call {
+    struct lg_lambda_client *client;
+    const struct lg_conf *conf;
+    const struct lg_conf_route *route;
+    char *payload;
+    size_t payload_len;
+    char request_id[LG_REQUEST_ID_LEN + 1];
+    lg_lambda_done_cb done;
+    void *arg;
+    enum call_state state;
+    struct pool *pool;
+    struct pooled_conn *pc;
+    struct lg_lambda_call *wait_next;
+    struct event *timer; /* deadline, credential polling, or deferred failure */
+    int64_t start_us;
+    int64_t deadline_us;
+    bool retried;
+    /* a failure decided synchronously, delivered from the timer */
+    enum lg_lambda_outcome fail_outcome;
+    char detail[LG_ERR_LEN];
+};
+
+struct lg_lambda_client {
+    struct event_base *base;
+    struct evdns_base *dns;
+    struct lg_creds_provider *creds;
+    struct pool *pools;
+    struct lg_sigv4_key_cache key_cache;
+    uint64_t opened;
+};
+
+const char *lg_lambda_outcome_name(enum lg_lambda_outcome o)
+{
+    switch (o) {
+    case LG_LAMBDA_OK:
+        return "ok";
+    case LG_LAMBDA_FUNCTION_ERROR:
+        return "function_error";
+    case LG_LAMBDA_THROTTLED:
+        return "throttled";
+    case LG_LAMBDA_TOO_LARGE:
+        return "too_large";
+    case LG_LAMBDA_TIMEOUT:
+        return "timeout";
+    case LG_LAMBDA_ERROR:
+        return "error";
+    }
+    return "unknown";
+}
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+struct lg_lambda_client *lg_lambda_client_new(struct event_base *base, struct evdns_base *dns,
+                                              struct lg_creds_provider *creds)
+{
+    struct lg_lambda_client *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->base = base;
+    c->dns = dns;
+    c->creds = creds;
+    return c;
+}
+
+void lg_lambda_client_free(struct lg_lambda_client *c)
+{
+    if (c == NULL)
+        return;
+    struct pool *p = c->pools;
+    while (p) {
+        struct pool *next = p->next;
+        struct pooled_conn *pc = p->conns;
+        while (pc) {
+            struct pooled_conn *pn = pc->next;
+            lg_httpc_conn_free(pc->conn);
+            free(pc);
+            pc = pn;
+        }
+        free(p->host);
+        free(p);
+        p = next;
+    }
+    OPENSSL_cleanse(&c->key_cache, sizeof(c->key_cache));
+    free(c);
+}
+
+uint64_t lg_lambda_client_connections_opened(const struct lg_lambda_client *c)
+{
+    return c->opened;
+}
+
+static struct pool *pool_for(struct lg_lambda_client *c, const struct lg_conf_endpoint *ep)
+{
+    for (struct pool *p = c->pools; p; p = p->next) {
+        if (p->tls == ep->tls && p->port == ep->port && strcmp(p->host, ep->host) == 0)
+            return p;
+    }
+    struct pool *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->host = strdup(ep->host);
+    if (p->host == NULL) {
+        free(p);
+        return NULL;
+    }
+    p->client = c;
+    p->tls = ep->tls;
+    p->port = ep->port;
+    p->next = c->pools;
+    c->pools = p;
+    return p;
+}
+
+static void pool_remove(struct pool *p, struct pooled_conn *pc)
+{
+    for (struct pooled_conn **pp = &p->conns; *pp; pp = &(*pp)->next) {
+        if (*pp == pc) {
+            *pp = pc->next;
+            p->nconns--;
+            break;
+        }
+    }
+    lg_httpc_conn_free(pc->conn);
+    free(pc);
+}
+
+static void queue_remove(struct pool *p, struct lg_lambda_call *call)
+{
+    struct lg_lambda_call *prev = NULL;
+    for (struct lg_lambda_call *q = p->wait_head; q; prev = q, q = q->wait_next) {
+        if (q == call) {
+            if (prev)
+                prev->wait_next = q->wait_next;
+            else
+                p->wait_head = q->wait_next;
+            if (p->wait_tail == q)
+                p->wait_tail = prev;
+            q->wait_next = NULL;
+            return;
+        }
+    }
+}
+
+static void call_free(struct lg_lambda_call *call)
+{
+    if (call->timer)
+        event_free(call->timer);
+    free(call->payload);
+    free(call);
+}
+
+static void pool_dispatch(struct pool *p);
+
+/* Deliver the outcome and free the call. */
+static void call_complete(struct lg_lambda_call *call, struct lg_lambda_result *res)
+{
+    res->duration_us = now_us() - call->start_us;
+    lg_lambda_done_cb done = call->done;
+    void *arg = call->arg;
+    call_free(call);
+    done(res, arg);
+}
+
+static void call_fail(struct lg_lambda_call *call, enum lg_lambda_outcome outcome,
+                      const char *detail)
+{
+    struct lg_lambda_result res = {.outcome = outcome, .payload = "", .detail = detail};
+    call_complete(call, &res);
+}
+
+/* Decide a failure now, deliver it from the event loop (callers of
+ * lg_lambda_invoke never get a callback inside the call). */
+static void call_fail_soon(struct lg_lambda_call *call, enum lg_lambda_outcome outcome,
+                           const char *detail)
+{
+    call->state = CALL_FAILING;
+    call->fail_outcome = outcome;
+    snprintf(call->detail, sizeof(call->detail), "%s", detail);
+    event_del(call->timer);
+    event_active(call->timer, EV_TIMEOUT, 1);
+}
+
+static void send_on(struct lg_lambda_call *call, struct pooled_conn *pc);
+
+/* Parse Retry-After as whole seconds (Lambda sends seconds). */
+static int64_t parse_retry_after(const struct lg_http_head *h)
+{
+    const struct lg_http_header *ra = lg_http_find(h->headers, h->nheaders, "retry-after");
+    if (ra == NULL || ra->value_len == 0 || ra->value_len > 6)
+        return 0;
+    int64_t v = 0;
+    for (size_t i = 0; i < ra->value_len; i++) {
+        if (ra->value[i] < '0' || ra->value[i] > '9')
+            return 0;
+        v = v * 10 + (ra->value[i] - '0');
+    }
+    return v;
+}
+
+/* Copy an upstream header value into out for a log line, bounded. */
+static void header_text(const struct lg_http_head *h, const char *name, char *out, size_t outlen)
+{
+    const struct lg_http_header *hd = lg_http_find(h->headers, h->nheaders, name);
+    if (hd == NULL) {
+        snprintf(out, outlen, "-");
+        return;
+    }
+    int n = hd->value_len > 64 ? 64 : (int)hd->value_len;
+    snprintf(out, outlen, "%.*s", n, hd->value);
+    for (char *p = out; *p; p++) {
+        if (*p == ' ' || *p == '"')
+            *p = '_';
+    }
+}
+
+static void on_answer(struct lg_httpc_conn *conn, const struct lg_httpc_response *resp, void *arg)
+{
+    struct lg_lambda_call *call = arg;
+    struct pooled_conn *pc = call->pc;
+    struct pool *pool = call->pool;
+    call->pc = NULL;
+    pc->call = NULL;
+
+    if (resp->error != LG_HTTPC_OK && resp->retryable && !call->retried &&
+        now_us() < call->deadline_us) {
+        /* The upstream closed a kept-alive connection as we reused it; the
+         * request never reached the function. Once more, on a new one. */
+        call->retried = true;
+        pool_remove(pool, pc);
+        call->state = CALL_QUEUED;
+        if (pool->wait_tail)
+            pool->wait_tail->wait_next = call;
+        else
+            pool->wait_head = call;
+        pool->wait_tail = call;
+        pool_dispatch(pool);
+        return;
+    }
+
+    struct lg_lambda_result res = {.outcome = LG_LAMBDA_ERROR, .payload = ""};
+    char detail[LG_ERR_LEN];
+    char *payload = NULL;
+    if (resp->error == LG_HTTPC_TIMEOUT) {
+        res.outcome = LG_LAMBDA_TIMEOUT;
+        res.detail = "no answer from Lambda within the route timeout";
+    } else if (resp->error != LG_HTTPC_OK) {
+        snprintf(detail, sizeof(detail), "%s", resp->error_text ? resp->error_text : "failed");
+        res.detail = detail;
+    } else {
+        const struct lg_http_head *h = resp->head;
+        res.http_status = h->status;
+        size_t len = evbuffer_get_length(resp->body);
+        payload = malloc(len + 1);
+        if (payload == NULL) {
+            res.detail = "out of memory";
+        } else {
+            evbuffer_copyout(resp->body, payload, len);
+            payload[len] = '\0';
+            res.payload = payload;
+            res.payload_len = len;
+            if (h->status >= 200 && h->status < 300) {
+                if (lg_http_find(h->headers, h->nheaders, "x-amz-function-error")) {
+                    char kind[80];
+                    header_text(h, "x-amz-function-error", kind, sizeof(kind));
+                    snprintf(detail, sizeof(detail), "function error %s", kind);
+                    res.outcome = LG_LAMBDA_FUNCTION_ERROR;
+                    res.detail = detail;
+                } else {
+                    res.outcome = LG_LAMBDA_OK;
+                }
+            } else if (h->status == 429) {
+                res.outcome = LG_LAMBDA_THROTTLED;
+                res.retry_after_s = parse_retry_after(h);
+                res.detail = "Lambda throttled the invocation";
+            } else if (h->status == 413) {
+                res.outcome = LG_LAMBDA_TOO_LARGE;
+                res.detail = "Lambda refused the payload as too large";
+            } else {
+                char kind[80];
+                header_text(h, "x-amzn-errortype", kind, sizeof(kind));
+                snprintf(detail, sizeof(detail), "Lambda answered %d error_type=%s", h->status,
+                         kind);
+                res.detail = detail;
+            }
+        }
+    }
+    /* Give the connection back before the callback, so that the next
+     * waiter can use it while this answer is being sent. */
+    if (lg_httpc_conn_idle(conn)) {
+        pool_dispatch(pool);
+    } else {
+        pool_remove(pool, pc);
+        pool_dispatch(pool);
+    }
+    call_complete(call, &res);
+    free(payload);
+}
+
+/* A pooled connection closed by the upstream while idle. */
+static void on_idle_closed(struct lg_httpc_conn *conn, void *arg)
+{
+    struct pooled_conn *pc = arg;
+    struct pool *pool = pc->pool;
+    pool_remove(pool, pc);
+    pool_dispatch(pool);
+}
+
+/* Give idle connections (or new ones, up to the limit) to waiting calls. */
+static void pool_dispatch(struct pool *p)
+{
+    while (p->wait_head) {
+        struct lg_lambda_call *call = p->wait_head;
+        struct pooled_conn *free_pc = NULL;
+        for (struct pooled_conn *pc = p->conns; pc; pc = pc->next) {
+            if (pc->call == NULL && lg_httpc_conn_idle(pc->conn)) {
+                free_pc = pc;
+                break;
+            }
+        }
+        if (free_pc == NULL) {
+            if ((int64_t)p->nconns >= call->conf->lambda.max_connections)
+                return; /* everyone waits for a connection to come back */
+            struct lg_httpc_target target = {p->tls, p->host, p->port, call->conf->lambda.ssl_ctx};
+            free_pc = calloc(1, sizeof(*free_pc));
+            if (free_pc)
+                free_pc->conn = lg_httpc_conn_new(p->client->base, p->client->dns, &target);
+            if (free_pc == NULL || free_pc->conn == NULL) {
+                free(free_pc);
+                queue_remove(p, call);
+                call_fail_soon(call, LG_LAMBDA_ERROR, "out of memory");
+                continue;
+            }
+            free_pc->pool = p;
+            lg_httpc_conn_set_closed_cb(free_pc->conn, on_idle_closed, free_pc);
+            free_pc->next = p->conns;
+            p->conns = free_pc;
+            p->nconns++;
+            p->client->opened++;
+        }
+        queue_remove(p, call);
+        send_on(call, free_pc);
+    }
+}
+
+/* Sign the request with the current credentials and send it on pc. */
+static void send_on(struct lg_lambda_call *call, struct pooled_conn *pc)
+{
+    struct lg_lambda_client *c = call->client;
+    const struct lg_conf_route *route = call->route;
+    const struct lg_conf_endpoint *ep = route->endpoint;
+    struct lg_creds *creds = lg_creds_provider_get(c->creds);
+    if (creds == NULL) {
+        call_fail_soon(call, LG_LAMBDA_ERROR, "AWS credentials expired and not yet refreshed");
+        return;
+    }
+    const char *invocation = route->invocation == LG_INVOKE_ASYNC ? "Event" : "RequestResponse";
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    char payload_hash[65];
+    SHA256((const unsigned char *)call->payload, call->payload_len, digest);
+    lg_codec_hex(payload_hash, digest, sizeof(digest));
+
+    struct lg_sigv4_header signed_headers[] = {
+        {"host", ep->authority},
+        {"x-amz-invocation-type", invocation},
+    };
+    struct lg_sigv4_input in = {
+        .method = "POST",
+        .path = route->invoke_path,
+        .query = route->invoke_query,
+        .headers = signed_headers,
+        .nheaders = LG_ARRAY_LEN(signed_headers),
+        .payload_sha256 = payload_hash,
+        .region = route->region,
+        .service = "lambda",
+        .now = time(NULL),
+        .s3_style = false,
+        .access_key_id = creds->access_key_id,
+        .secret_access_key = creds->secret_access_key,
+        .session_token = creds->session_token,
+        .secret_id = creds->generation,
+    };
+    struct lg_sigv4_output sig;
+    char err[LG_ERR_LEN];
+    int rc = lg_sigv4_sign(&in, &c->key_cache, &sig, NULL, err, sizeof(err));
+    if (rc != 0) {
+        lg_creds_unref(creds);
+        call_fail_soon(call, LG_LAMBDA_ERROR, err);
+        return;
+    }
+    struct evbuffer *msg = evbuffer_new();
+    if (msg == NULL) {
+        lg_creds_unref(creds);
+        call_fail_soon(call, LG_LAMBDA_ERROR, "out of memory");
+        return;
+    }
+    evbuffer_add_printf(msg,
+                        "POST %s%s%s HTTP/1.1\r\n"
+                        "Host: %s\r\n"
+                        "User-Agent: lambdagate/" PACKAGE_VERSION "\r\n"
+                        "Content-Type: application/json\r\n"
+                        "Content-Length: %zu\r\n"
+                        "X-Amz-Invocation-Type: %s\r\n"
+                        "X-Amz-Date: %s\r\n",
+                        route->invoke_path, route->invoke_query ? "?" : "",
+                        route->invoke_query ? route->invoke_query : "", ep->authority,
+                        call->payload_len, invocation, sig.amz_date);
+    if (creds->session_token)
+        evbuffer_add_printf(msg, "X-Amz-Security-Token: %s\r\n", creds->session_token);
+    evbuffer_add_printf(msg, "Authorization: %s\r\n\r\n", sig.authorization);
+    lg_creds_unref(creds);
+    OPENSSL_cleanse(&sig, sizeof(sig));
+    evbuffer_add(msg, call->payload, call->payload_len);
+
+    int64_t left_ms = (call->deadline_us - now_us()) / 1000;
+    if (left_ms < 1)
+        left_ms = 1;
+    call->pc = pc;
+    pc->call = call;
+    call->state = CALL_SENT;
+    /* The client's own deadline is the call's: when it fires, the answer
+     * (if any) is abandoned with the connection. */
+    if (lg_httpc_conn_send(pc->conn, msg, false, left_ms, LG_LAMBDA_RESPONSE_MAX, on_answer,
+                           call) != 0) {
+        call->pc = NULL;
+        pc->call = NULL;
+        pool_remove(call->pool, pc);
+        call_fail_soon(call, LG_LAMBDA_ERROR, "connection not usable");
+    }
+    evbuffer_free(msg);
+}
+
+static void enqueue(struct lg_lambda_call *call)
+{
+    struct pool *p = call->pool;
+    call->state = CALL_QUEUED;
+    if (p->wait_tail)
+        p->wait_tail->wait_next = call;
+    else
+        p->wait_head = call;
+    p->wait_tail = call;
+    pool_dispatch(p);
+}
+
+static void arm(struct lg_lambda_call *call, int64_t us)
+{
+    if (us < 0)
+        us = 0;
+    struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+    event_add(call->timer, &tv);
+}
+
+static void call_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct lg_lambda_call *call = arg;
+    switch (call->state) {
+    case CALL_FAILING:
+        call_fail(call, call->fail_outcome, call->detail);
+        return;
+    case CALL_WAIT_CREDS: {
+        struct lg_creds *creds = lg_creds_provider_get(call->client->creds);
+        if (creds) {
+            lg_creds_unref(creds);
+            arm(call, call->deadline_us - now_us());
+            enqueue(call);
+            return;
+        }
+        int64_t left = call->deadline_us - now_us();
+        if (left <= 0) {
+            call_fail(call, LG_LAMBDA_ERROR, "no AWS credentials available yet");
+            return;
+        }
+        arm(call, left < CREDS_POLL_MS * 1000 ? left : CREDS_POLL_MS * 1000);
+        return;
+    }
+    case CALL_QUEUED:
+        queue_remove(call->pool, call);
+        call_fail(call, LG_LAMBDA_TIMEOUT, "no Lambda connection free within the route timeout");
+        return;
+    case CALL_SENT: {
+        /* The connection's own deadline normally fires first; this is the
+         * backstop. The connection is abandoned mid-request. */
+        struct pooled_conn *pc = call->pc;
+        struct pool *pool = call->pool;
+        call->pc = NULL;
+        if (pc) {
+            pc->call = NULL;
+            pool_remove(pool, pc);
+            pool_dispatch(pool);
+        }
+        call_fail(call, LG_LAMBDA_TIMEOUT, "no answer from Lambda within the route timeout");
+        return;
+    }
+    }
+}
+
+struct lg_lambda_call *lg_lambda_invoke(struct lg_lambda_client *c, const struct lg_conf *conf,
+                                        const struct lg_conf_route *route, struct lg_buf *payload,
+                                        const char *request_id, lg_lambda_done_cb done, void *arg)
+{
+    struct lg_lambda_call *call = calloc(1, sizeof(*call));
+    if (call == NULL)
+        return NULL;
+    call->timer = evtimer_new(c->base, call_timer_cb, call);
+    call->pool = pool_for(c, route->endpoint);
+    if (call->timer == NULL || call->pool == NULL) {
+        call_free(call);
+        return NULL;
+    }
+    call->client = c;
+    call->conf = conf;
+    call->route = route;
+    call->payload = lg_buf_steal(payload, &call->payload_len);
+    if (call->payload == NULL) {
+        call->payload = strdup("");
+        call->payload_len = 0;
+        if (call->payload == NULL) {
+            call_free(call);
+            return NULL;
+        }
+    }
+    snprintf(call->request_id, sizeof(call->request_id), "%s", request_id);
+    call->done = done;
+    call->arg = arg;
+    call->start_us = now_us();
+    call->deadline_us = call->start_us + route->timeout_ms * 1000;
+
+    if (lg_creds_provider_source(c->creds) == LG_CREDS_NONE) {
+        call_fail_soon(call, LG_LAMBDA_ERROR, "no AWS credentials configured or found");
+        return call;
+    }
+    struct lg_creds *creds = lg_creds_provider_get(c->creds);
+    if (creds == NULL) {
+        /* The first fetch has not finished: wait for it, within the deadline. */
+        call->state = CALL_WAIT_CREDS;
+        arm(call, CREDS_POLL_MS * 1000);
+        return call;
+    }
+    lg_creds_unref(creds);
+    arm(call, call->deadline_us - call->start_us);
+    enqueue(call);
+    return call;
+}
+
+void lg_lambda_cancel(struct lg_lambda_call *call)
+{
+    if (call == NULL)
+        return;
+    switch (call->state) {
+    case CALL_QUEUED:
+        queue_remove(call->pool, call);
+        break;
+    case CALL_SENT:
+        if (call->pc) {
+            struct pooled_conn *pc = call->pc;
+            struct pool *pool = call->pool;
+            pc->call = NULL;
+            /* Mid-request: the connection cannot carry another one. */
+            pool_remove(pool, pc);
+            pool_dispatch(pool);
+        }
+        break;
+    default:
+        break;
+    }
+    call_free(call);
+}

@@ -1,6 +1,218 @@
-/* main.c - options, signals, workers. */
+/* main.c - options, signals, workers; everything else lives in the library. */
 #include "config.h"
-int main(void)
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "lambdagate/awscreds.h"
+#include "lambdagate/conf.h"
+#include "lambdagate/log.h"
+#include "lambdagate/server.h"
+#include "lambdagate/tls.h"
+
+#define DEFAULT_CONF LG_SYSCONFDIR "/lambdagate/lambdagate.json"
+
+static void usage(FILE *out)
 {
-    return 0;
+    fprintf(out, "usage: lambdagate [-t] [-c FILE]\n"
+                 "       lambdagate -V | -h\n"
+                 "\n"
+                 "  -c FILE  configuration file (default " DEFAULT_CONF ")\n"
+                 "  -t       check the configuration and exit\n"
+                 "  -V       print the version and exit\n"
+                 "  -h       print this help and exit\n"
+                 "\n"
+                 "Signals: SIGTERM/SIGINT stop gracefully, SIGUSR1 reopens the access log.\n"
+                 "See lambdagate(8) and lambdagate.json(5).\n");
+}
+
+struct control {
+    struct event_base *base;
+    struct lg_conf *conf;
+    bool stopping;
+};
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct control *ctl = arg;
+    if (ctl->stopping)
+        return;
+    ctl->stopping = true;
+    lg_log(LG_LOG_INFO, "stopping signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    event_base_loopexit(ctl->base, NULL);
+}
+
+static void on_reopen_signal(evutil_socket_t sig, short what, void *arg)
+{
+    char err[LG_ERR_LEN];
+    if (lg_log_access_reopen(err, sizeof(err)) != 0)
+        lg_log(LG_LOG_ERROR, "cannot reopen the access log reason=\"%s\"", err);
+    else
+        lg_log(LG_LOG_INFO, "access log reopened");
+}
+
+static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct control *ctl = arg;
+    /* Validate now so that an operator learns about errors at once; the
+     * swap into running workers is not implemented yet. */
+    struct lg_conf_errors errors = {0};
+    struct lg_conf *conf = lg_conf_load(ctl->conf->path, &errors);
+    if (conf == NULL) {
+        for (size_t i = 0; i < errors.count; i++)
+            lg_log(LG_LOG_ERROR, "reload refused file=%s line=%d error=\"%s\"", ctl->conf->path,
+                   errors.items[i].line, errors.items[i].message);
+        lg_conf_errors_free(&errors);
+        return;
+    }
+    lg_conf_unref(conf);
+    lg_log(LG_LOG_WARN, "SIGHUP: the new configuration is valid, but live reload is not "
+                        "implemented yet; restart lambdagate to apply it");
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = DEFAULT_CONF;
+    bool check_only = false;
+    int opt;
+    opterr = 0;
+    while ((opt = getopt(argc, argv, ":c:tVh")) != -1) {
+        switch (opt) {
+        case 'c':
+            path = optarg;
+            break;
+        case 't':
+            check_only = true;
+            break;
+        case 'V':
+            printf("lambdagate %s\n", PACKAGE_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case ':':
+            fprintf(stderr, "lambdagate: option -%c needs an argument\n", optopt);
+            usage(stderr);
+            return 2;
+        default:
+            fprintf(stderr, "lambdagate: unknown option -%c\n", optopt);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "lambdagate: unexpected argument %s\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+
+    lg_tls_init();
+    struct lg_conf_errors errors = {0};
+    struct lg_conf *conf = lg_conf_load(path, &errors);
+    if (conf == NULL) {
+        lg_conf_errors_print(&errors, path, stderr);
+        lg_conf_errors_free(&errors);
+        return 1;
+    }
+    if (check_only) {
+        printf("configuration OK\n");
+        lg_conf_unref(conf);
+        return 0;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    if (evthread_use_pthreads() != 0) {
+        lg_log(LG_LOG_ERROR, "cannot enable libevent threading");
+        lg_conf_unref(conf);
+        return 1;
+    }
+    int rc = 1;
+    char err[LG_ERR_LEN];
+    struct control ctl = {.conf = conf};
+    struct evdns_base *dns = NULL;
+    struct lg_creds_provider *creds = NULL;
+    struct lg_server *server = NULL;
+    struct event *ev_term = NULL, *ev_int = NULL, *ev_hup = NULL, *ev_usr1 = NULL;
+
+    if (lg_log_access_open(conf->access_log, err, sizeof(err)) != 0) {
+        lg_log(LG_LOG_ERROR, "%s", err);
+        goto out;
+    }
+    ctl.base = event_base_new();
+    if (ctl.base == NULL) {
+        lg_log(LG_LOG_ERROR, "cannot create the control event loop");
+        goto out;
+    }
+    dns = evdns_base_new(ctl.base,
+                         EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (dns == NULL) {
+        dns = evdns_base_new(ctl.base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (dns)
+            evdns_base_load_hosts(dns, NULL);
+    }
+    creds = lg_creds_provider_new(ctl.base, dns, conf, err, sizeof(err));
+    if (creds == NULL) {
+        lg_log(LG_LOG_ERROR, "AWS credentials: %s", err);
+        goto out;
+    }
+    server = lg_server_new(conf, creds, err, sizeof(err));
+    if (server == NULL) {
+        lg_log(LG_LOG_ERROR, "%s", err);
+        goto out;
+    }
+    ev_term = evsignal_new(ctl.base, SIGTERM, on_stop_signal, &ctl);
+    ev_int = evsignal_new(ctl.base, SIGINT, on_stop_signal, &ctl);
+    ev_hup = evsignal_new(ctl.base, SIGHUP, on_reload_signal, &ctl);
+    ev_usr1 = evsignal_new(ctl.base, SIGUSR1, on_reopen_signal, &ctl);
+    if (!ev_term || !ev_int || !ev_hup || !ev_usr1 || evsignal_add(ev_term, NULL) != 0 ||
+        evsignal_add(ev_int, NULL) != 0 || evsignal_add(ev_hup, NULL) != 0 ||
+        evsignal_add(ev_usr1, NULL) != 0) {
+        lg_log(LG_LOG_ERROR, "cannot install signal handlers");
+        goto out;
+    }
+    lg_creds_provider_start(creds);
+    if (lg_server_start(server, err, sizeof(err)) != 0) {
+        lg_log(LG_LOG_ERROR, "%s", err);
+        lg_server_stop(server);
+        goto out;
+    }
+    for (size_t i = 0; i < conf->nlisten; i++)
+        lg_log(LG_LOG_INFO, "listening address=%s tls=%s", conf->listen[i].address.text,
+               conf->listen[i].tls ? "on" : "off");
+    lg_log(LG_LOG_INFO, "lambdagate started version=%s workers=%zu routes=%zu config=%s",
+           PACKAGE_VERSION, lg_server_workers(server), conf->nroutes, conf->path);
+
+    event_base_dispatch(ctl.base);
+
+    lg_server_stop(server);
+    rc = 0;
+out:
+    /* Joins the workers: in-flight requests finish first (bounded by
+     * shutdown_timeout_ms). */
+    lg_server_free(server);
+    if (rc == 0)
+        lg_log(LG_LOG_INFO, "stopped");
+    lg_creds_provider_free(creds);
+    if (ev_term)
+        event_free(ev_term);
+    if (ev_int)
+        event_free(ev_int);
+    if (ev_hup)
+        event_free(ev_hup);
+    if (ev_usr1)
+        event_free(ev_usr1);
+    if (dns)
+        evdns_base_free(dns, 0);
+    if (ctl.base)
+        event_base_free(ctl.base);
+    lg_log_access_close();
+    lg_conf_unref(conf);
+    libevent_global_shutdown();
+    return rc;
 }

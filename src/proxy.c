@@ -1,3 +1,397 @@
-/* proxy.c - placeholder until the module lands. */
+/* proxy.c - the request pipeline: route, CORS, invoke, map the answer.
+ *
+ * Order per request: CORS preflight (answered here, Lambda not called),
+ * routing (404 / 405 / 400), the per-worker in-flight cap (503), the proxy
+ * event (413 past Lambda's payload limits), the Invoke call, and the
+ * mapping of its outcome (CONTRACT section 5). Nothing of a function's
+ * error or of Lambda's error bodies reaches the client. */
 #include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <event2/buffer.h>
+
+#include "lambdagate/event.h"
+#include "lambdagate/lambda.h"
+#include "lambdagate/log.h"
 #include "lambdagate/proxy.h"
+
+/* Headers we add to an answer beyond the function's own. */
+#define EXTRA_HEADERS 8
+
+/* The longest method we route; longer ones cannot match a route. */
+#define METHOD_MAX 32
+
+static const struct lg_http_header *find_header(const struct lg_req *req, const char *name)
+{
+    return lg_http_find(req->head.headers, req->head.nheaders, name);
+}
+
+static void header_set(struct lg_http_header *h, const char *name, const char *value, size_t len)
+{
+    h->name = name;
+    h->name_len = strlen(name);
+    h->value = value;
+    h->value_len = len;
+}
+
+static bool origin_allowed(const struct lg_conf_cors *cors, const struct lg_http_header *origin)
+{
+    if (cors->any_origin)
+        return true;
+    for (size_t i = 0; i < cors->nallow_origins; i++) {
+        if (lg_http_ieq(origin->value, origin->value_len, cors->allow_origins[i]))
+            return true;
+    }
+    return false;
+}
+
+/* The CORS headers of a non-preflight answer on a route with cors (as API
+ * Gateway's HTTP APIs add them). Returns how many were written to out
+ * (room for 4). */
+static size_t cors_answer_headers(const struct lg_req *req, const struct lg_conf_cors *cors,
+                                  struct lg_http_header *out)
+{
+    size_t n = 0;
+    const struct lg_http_header *origin = find_header(req, "origin");
+    bool echo = !cors->any_origin || cors->allow_credentials;
+    if (echo)
+        header_set(&out[n++], "Vary", "Origin", 6);
+    if (origin == NULL || !origin_allowed(cors, origin))
+        return n;
+    if (echo)
+        header_set(&out[n++], "Access-Control-Allow-Origin", origin->value, origin->value_len);
+    else
+        header_set(&out[n++], "Access-Control-Allow-Origin", "*", 1);
+    if (cors->allow_credentials)
+        header_set(&out[n++], "Access-Control-Allow-Credentials", "true", 4);
+    if (cors->expose_headers)
+        header_set(&out[n++], "Access-Control-Expose-Headers", cors->expose_headers,
+                   strlen(cors->expose_headers));
+    return n;
+}
+
+/* Answer {"message": ...} with the route's CORS headers (when it has CORS)
+ * and the extra ones. */
+static void respond_message(struct lg_req *req, int status, const char *message,
+                            const struct lg_http_header *extra, size_t nextra)
+{
+    struct lg_http_header headers[EXTRA_HEADERS];
+    size_t n = 0;
+    if (req->route && req->route->cors)
+        n = cors_answer_headers(req, req->route->cors, headers);
+    for (size_t i = 0; i < nextra && n < LG_ARRAY_LEN(headers); i++)
+        headers[n++] = extra[i];
+    lg_req_respond_message(req, status, message, headers, n);
+}
+
+/* A CORS preflight for a route with cors: 204, Lambda not called. An
+ * origin that is not allowed gets no Access-Control-* headers. Returns
+ * false when no route of the path has CORS (the request is routed as an
+ * ordinary OPTIONS). */
+static bool preflight(struct lg_req *req, const struct lg_http_header *origin,
+                      const struct lg_http_header *acrm)
+{
+    char method[METHOD_MAX + 1];
+    if (acrm->value_len == 0 || acrm->value_len > METHOD_MAX)
+        return false;
+    memcpy(method, acrm->value, acrm->value_len);
+    method[acrm->value_len] = '\0';
+
+    struct lg_router_match m;
+    const struct lg_conf_route *route = NULL;
+    if (lg_router_match(req->conf->router, method, req->path, req->path_len, &m) ==
+        LG_ROUTER_FOUND) {
+        route = m.route;
+        lg_router_match_clear(&m);
+    }
+    if (route == NULL || route->cors == NULL) {
+        route = NULL;
+        if (lg_router_match(req->conf->router, NULL, req->path, req->path_len, &m) ==
+            LG_ROUTER_FOUND) {
+            route = m.route;
+            lg_router_match_clear(&m);
+        }
+    }
+    if (route == NULL || route->cors == NULL)
+        return false;
+    req->route = route;
+
+    const struct lg_conf_cors *cors = route->cors;
+    struct lg_http_header headers[8];
+    size_t n = 0;
+    bool echo = !cors->any_origin || cors->allow_credentials;
+    if (echo)
+        header_set(&headers[n++], "Vary", "Origin", 6);
+    char max_age[24];
+    if (origin_allowed(cors, origin)) {
+        if (echo)
+            header_set(&headers[n++], "Access-Control-Allow-Origin", origin->value,
+                       origin->value_len);
+        else
+            header_set(&headers[n++], "Access-Control-Allow-Origin", "*", 1);
+        /* "*" in the lists is answered with what was asked, which browsers
+         * accept with credentials too. */
+        if (cors->nmethods == 1 && strcmp(cors->methods[0], "*") == 0)
+            header_set(&headers[n++], "Access-Control-Allow-Methods", acrm->value, acrm->value_len);
+        else if (cors->allow_methods)
+            header_set(&headers[n++], "Access-Control-Allow-Methods", cors->allow_methods,
+                       strlen(cors->allow_methods));
+        if (cors->allow_headers) {
+            const struct lg_http_header *acrh = find_header(req, "access-control-request-headers");
+            if (strcmp(cors->allow_headers, "*") == 0 && acrh)
+                header_set(&headers[n++], "Access-Control-Allow-Headers", acrh->value,
+                           acrh->value_len);
+            else
+                header_set(&headers[n++], "Access-Control-Allow-Headers", cors->allow_headers,
+                           strlen(cors->allow_headers));
+        }
+        if (cors->max_age_s > 0) {
+            snprintf(max_age, sizeof(max_age), "%lld", (long long)cors->max_age_s);
+            header_set(&headers[n++], "Access-Control-Max-Age", max_age, strlen(max_age));
+        }
+        if (cors->allow_credentials)
+            header_set(&headers[n++], "Access-Control-Allow-Credentials", "true", 4);
+    }
+    lg_req_respond(req, 204, headers, n, NULL, 0, false);
+    return true;
+}
+
+static void log_lambda(const struct lg_req *req, enum lg_log_level level,
+                       const struct lg_lambda_result *res)
+{
+    lg_log_req(level, req->id,
+               "lambda invocation failed route=\"%s\" function=%s outcome=%s status=%d "
+               "detail=\"%s\"",
+               req->route->route_key, req->route->function, lg_lambda_outcome_name(res->outcome),
+               res->http_status, res->detail ? res->detail : "");
+}
+
+/* Send a function's proxy response: its headers (less any
+ * Access-Control-* when the route answers CORS itself, as API Gateway
+ * ignores the backend's), then ours. */
+static void respond_function(struct lg_req *req, struct lg_event_response *r)
+{
+    const struct lg_conf_cors *cors = req->route->cors;
+    size_t cap = r->nheaders + EXTRA_HEADERS;
+    struct lg_http_header *headers = calloc(cap, sizeof(*headers));
+    if (headers == NULL) {
+        respond_message(req, 502, "Internal server error", NULL, 0);
+        return;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const struct lg_http_header *h = &r->headers[i];
+        if (cors && h->name_len >= 15 && strncasecmp(h->name, "access-control-", 15) == 0)
+            continue;
+        headers[n++] = *h;
+    }
+    if (cors)
+        n += cors_answer_headers(req, cors, headers + n);
+    size_t len;
+    char *body = lg_buf_steal(&r->body, &len);
+    lg_req_respond(req, r->status, headers, n, body, len, true);
+    free(headers);
+}
+
+static void on_lambda_done(const struct lg_lambda_result *res, void *arg)
+{
+    struct lg_req *req = arg;
+    req->call = NULL;
+    if (req->counted_inflight) {
+        (*lg_worker_inflight(req->worker))--;
+        req->counted_inflight = false;
+    }
+    req->lambda_us = res->duration_us;
+    const struct lg_conf_route *route = req->route;
+
+    switch (res->outcome) {
+    case LG_LAMBDA_OK:
+        if (route->invocation == LG_INVOKE_ASYNC) {
+            struct lg_http_header headers[EXTRA_HEADERS];
+            size_t n = route->cors ? cors_answer_headers(req, route->cors, headers) : 0;
+            lg_req_respond(req, 202, headers, n, NULL, 0, false);
+            return;
+        } else {
+            struct lg_event_response r;
+            char err[LG_ERR_LEN];
+            if (lg_event_parse_response(route->payload_format, res->payload, res->payload_len, &r,
+                                        err, sizeof(err)) != 0) {
+                /* The reason names the field, never its contents. */
+                lg_log_req(LG_LOG_WARN, req->id,
+                           "malformed Lambda proxy response route=\"%s\" function=%s "
+                           "reason=\"%s\"",
+                           route->route_key, route->function, err);
+                lg_event_response_free(&r);
+                respond_message(req, 502, "Internal server error", NULL, 0);
+                return;
+            }
+            if (r.status < 200) {
+                /* A 1xx cannot end an exchange: the client would wait for
+                 * another answer. */
+                lg_log_req(LG_LOG_WARN, req->id,
+                           "malformed Lambda proxy response route=\"%s\" function=%s "
+                           "reason=\"statusCode %d is informational\"",
+                           route->route_key, route->function, r.status);
+                lg_event_response_free(&r);
+                respond_message(req, 502, "Internal server error", NULL, 0);
+                return;
+            }
+            respond_function(req, &r);
+            lg_event_response_free(&r);
+            return;
+        }
+    case LG_LAMBDA_FUNCTION_ERROR:
+        log_lambda(req, LG_LOG_WARN, res);
+        respond_message(req, 502, "Internal server error", NULL, 0);
+        return;
+    case LG_LAMBDA_THROTTLED: {
+        log_lambda(req, LG_LOG_INFO, res);
+        char retry[24];
+        snprintf(retry, sizeof(retry), "%lld",
+                 (long long)(res->retry_after_s > 0 ? res->retry_after_s : 1));
+        struct lg_http_header h;
+        header_set(&h, "Retry-After", retry, strlen(retry));
+        respond_message(req, 429, "Too Many Requests", &h, 1);
+        return;
+    }
+    case LG_LAMBDA_TOO_LARGE:
+        log_lambda(req, LG_LOG_INFO, res);
+        respond_message(req, 413, "Request Entity Too Large", NULL, 0);
+        return;
+    case LG_LAMBDA_TIMEOUT:
+        log_lambda(req, LG_LOG_WARN, res);
+        respond_message(req, 504, "Endpoint request timed out", NULL, 0);
+        return;
+    case LG_LAMBDA_ERROR:
+        log_lambda(req, LG_LOG_WARN, res);
+        respond_message(req, 502, "Internal server error", NULL, 0);
+        return;
+    }
+}
+
+void lg_proxy_handle(struct lg_req *req)
+{
+    const struct lg_conf *conf = req->conf;
+    char method[METHOD_MAX + 1];
+    if (req->head.method_len > METHOD_MAX) {
+        lg_req_respond_message(req, 501, "Not Implemented", NULL, 0);
+        return;
+    }
+    memcpy(method, req->head.method, req->head.method_len);
+    method[req->head.method_len] = '\0';
+
+    if (strcmp(method, "OPTIONS") == 0) {
+        const struct lg_http_header *origin = find_header(req, "origin");
+        const struct lg_http_header *acrm = find_header(req, "access-control-request-method");
+        if (origin && acrm && preflight(req, origin, acrm))
+            return;
+    }
+
+    enum lg_router_result rr =
+        lg_router_match(conf->router, method, req->path, req->path_len, &req->match);
+    switch (rr) {
+    case LG_ROUTER_NOT_FOUND:
+        lg_req_respond_message(req, 404, "Not Found", NULL, 0);
+        return;
+    case LG_ROUTER_METHOD_NOT_ALLOWED: {
+        struct lg_http_header allow;
+        header_set(&allow, "Allow", req->match.allow, strlen(req->match.allow));
+        lg_req_respond_message(req, 405, "Method Not Allowed", &allow, 1);
+        return;
+    }
+    case LG_ROUTER_BAD_PATH:
+        lg_req_respond_message(req, 400, "Bad Request", NULL, 0);
+        return;
+    case LG_ROUTER_FOUND:
+        break;
+    }
+    req->matched = true;
+    req->route = req->match.route;
+    const struct lg_conf_route *route = req->route;
+
+    int64_t *inflight = lg_worker_inflight(req->worker);
+    if (*inflight >= conf->limits.max_inflight) {
+        struct lg_http_header h;
+        header_set(&h, "Retry-After", "1", 1);
+        lg_log_req(LG_LOG_WARN, req->id, "too many Lambda invocations in flight route=\"%s\"",
+                   route->route_key);
+        respond_message(req, 503, "Service Unavailable", &h, 1);
+        return;
+    }
+
+    /* A GET route serving HEAD invokes the function as for GET; the body
+     * of its answer is dropped. */
+    const char *event_method = method;
+    if (req->is_head && strcmp(route->method, "GET") == 0)
+        event_method = "GET";
+    size_t body_len = evbuffer_get_length(req->body);
+    const void *body = body_len ? evbuffer_pullup(req->body, -1) : NULL;
+    struct lg_event_request in = {
+        .method = event_method,
+        .method_len = strlen(event_method),
+        .raw_path = req->path,
+        .raw_path_len = req->path_len,
+        .raw_query = req->query,
+        .raw_query_len = req->query_len,
+        .headers = req->head.headers,
+        .nheaders = req->head.nheaders,
+        .body = body,
+        .body_len = body_len,
+        .source_ip = req->source_ip,
+        .protocol = req->head.version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1",
+        .scheme = req->scheme,
+        .server_port = req->server_port,
+        .request_id = req->id,
+        .time_ms = req->time_ms,
+        .route = route,
+        .match = &req->match,
+        .identity = NULL,
+    };
+    size_t limit = route->invocation == LG_INVOKE_ASYNC ? LG_LAMBDA_ASYNC_PAYLOAD_MAX
+                                                        : LG_LAMBDA_SYNC_PAYLOAD_MAX;
+    /* Bound the event's memory: room for a base64 body at the limit and its
+     * headers, so only a body already past the limit can hit the bound. */
+    struct lg_buf payload;
+    lg_buf_init(&payload, 2 * limit + 1048576);
+    char err[LG_ERR_LEN];
+    if (lg_event_build(&in, &payload, err, sizeof(err)) != 0) {
+        bool too_large = body_len > limit;
+        lg_buf_free(&payload);
+        if (too_large) {
+            respond_message(req, 413, "Request Entity Too Large", NULL, 0);
+        } else {
+            lg_log_req(LG_LOG_INFO, req->id, "cannot build the event reason=\"%s\"", err);
+            respond_message(req, 400, "Bad Request", NULL, 0);
+        }
+        return;
+    }
+    if (payload.len > limit) {
+        lg_buf_free(&payload);
+        respond_message(req, 413, "Request Entity Too Large", NULL, 0);
+        return;
+    }
+    req->call = lg_lambda_invoke(lg_worker_lambda(req->worker), conf, route, &payload, req->id,
+                                 on_lambda_done, req);
+    lg_buf_free(&payload);
+    if (req->call == NULL) {
+        respond_message(req, 503, "Service Unavailable", NULL, 0);
+        return;
+    }
+    (*inflight)++;
+    req->counted_inflight = true;
+}
+
+void lg_proxy_abort(struct lg_req *req)
+{
+    if (req->call) {
+        lg_lambda_cancel(req->call);
+        req->call = NULL;
+    }
+    if (req->counted_inflight) {
+        (*lg_worker_inflight(req->worker))--;
+        req->counted_inflight = false;
+    }
+}

@@ -1,3 +1,972 @@
-/* server.c - placeholder until the module lands. */
+/* server.c - listeners, worker threads, client connections, requests.
+ *
+ * Every listen address is bound once by the main thread; each worker thread
+ * runs its own event loop with its own listener on each of those sockets,
+ * its own Lambda connection pool and DNS resolver. A connection lives in one
+ * worker. On a connection, requests are read one at a time: the header
+ * block (bounded by limits.max_header_bytes and header_timeout_ms), then the
+ * body (max_body_bytes, body_timeout_ms), then the request is handed to the
+ * pipeline (proxy.c) and the connection reads nothing more until the answer
+ * has been written, which also paces pipelining clients. */
 #include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "lambdagate/buf.h"
+#include "lambdagate/codec.h"
+#include "lambdagate/json.h"
+#include "lambdagate/lambda.h"
+#include "lambdagate/log.h"
+#include "lambdagate/proxy.h"
 #include "lambdagate/server.h"
+
+/* Backlog of each listening socket. */
+#define LISTEN_BACKLOG 1024
+
+/* A bound listening socket, shared by the workers. */
+struct listen_sock {
+    int fd;
+    bool tls;
+    struct ssl_ctx_st *ssl_ctx; /* borrowed from the conf */
+    unsigned port;
+    const char *text; /* borrowed from the conf */
+};
+
+enum conn_phase {
+    PHASE_IDLE = 0, /* between requests: idle_timeout_ms */
+    PHASE_HEAD,     /* reading a header block: header_timeout_ms */
+    PHASE_BODY,     /* reading a body: body_timeout_ms */
+    PHASE_PROCESS,  /* the request is in the pipeline */
+    PHASE_WRITING,  /* the answer is being written; then the next request */
+    PHASE_CLOSING,  /* the last answer is being written; then close */
+};
+
+struct lg_conn {
+    struct lg_worker *worker;
+    struct lg_conn *prev, *next; /* the worker's connections */
+    struct bufferevent *bev;
+    const struct listen_sock *sock;
+    char ip[INET6_ADDRSTRLEN];
+    enum conn_phase phase;
+    struct event *timer;
+    size_t scanned;     /* header-block search progress */
+    struct lg_req *req; /* the request being read or processed */
+    int64_t body_left;  /* Content-Length bytes still to read */
+    bool body_chunked;
+    struct lg_http_chunked chunked;
+    size_t body_total;
+    bool closed; /* released; waiting in the graveyard */
+    struct lg_conn *grave_next;
+};
+
+/* One listener of one worker on one shared socket. */
+struct worker_listener {
+    struct lg_worker *worker;
+    const struct listen_sock *sock;
+    struct evconnlistener *listener;
+};
+
+struct lg_worker {
+    struct lg_server *server;
+    size_t id;
+    pthread_t thread;
+    bool started;
+    struct event_base *base;
+    struct evdns_base *dns;
+    struct worker_listener *listeners;
+    size_t nlisteners;
+    struct lg_lambda_client *lambda;
+    struct lg_conf *conf;
+    struct event *stop_ev;
+    struct event *drain_timer;
+    struct event *reaper;
+    bool draining;
+    struct lg_conn *conns;
+    size_t nconns;
+    struct lg_conn *graveyard;
+    int64_t inflight;
+};
+
+struct lg_server {
+    struct lg_conf *conf;
+    struct lg_creds_provider *creds;
+    struct listen_sock *socks;
+    size_t nsocks;
+    struct lg_worker *workers;
+    size_t nworkers;
+};
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct lg_lambda_client *lg_worker_lambda(struct lg_worker *w)
+{
+    return w->lambda;
+}
+
+int64_t *lg_worker_inflight(struct lg_worker *w)
+{
+    return &w->inflight;
+}
+
+size_t lg_server_workers(const struct lg_server *s)
+{
+    return s->nworkers;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Connections                                                             */
+/* ---------------------------------------------------------------------- */
+
+static void conn_read_cb(struct bufferevent *bev, void *arg);
+static void conn_write_cb(struct bufferevent *bev, void *arg);
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void worker_maybe_done(struct lg_worker *w);
+
+static void arm_ms(struct event *ev, int64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    event_add(ev, &tv);
+}
+
+static void req_free(struct lg_req *req)
+{
+    if (req == NULL)
+        return;
+    if (req->matched)
+        lg_router_match_clear(&req->match);
+    if (req->body)
+        evbuffer_free(req->body);
+    free(req->head_block);
+    lg_conf_unref(req->conf);
+    free(req);
+}
+
+/* Release a connection. Freed by the worker's reaper on the next loop
+ * turn, since this runs inside the connection's own callbacks. */
+static void conn_close(struct lg_conn *c)
+{
+    if (c->closed)
+        return;
+    c->closed = true;
+    struct lg_worker *w = c->worker;
+    if (c->req) {
+        /* The client left with a request in the pipeline. */
+        if (c->phase == PHASE_PROCESS)
+            lg_proxy_abort(c->req);
+        req_free(c->req);
+        c->req = NULL;
+    }
+    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    event_del(c->timer);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    c->grave_next = w->graveyard;
+    w->graveyard = c;
+    event_active(w->reaper, EV_TIMEOUT, 1);
+    worker_maybe_done(w);
+}
+
+static void reaper_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct lg_worker *w = arg;
+    struct lg_conn *c = w->graveyard;
+    w->graveyard = NULL;
+    while (c) {
+        struct lg_conn *next = c->grave_next;
+        bufferevent_free(c->bev);
+        event_free(c->timer);
+        free(c);
+        c = next;
+    }
+}
+
+/* Write the RFC 3339 time with milliseconds of ms into out. */
+static void format_rfc3339(int64_t ms, char out[32])
+{
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 32 - n, ".%03dZ", (int)(ms % 1000));
+}
+
+/* One JSON line per answered request (CONTRACT section 7): never a token,
+ * key, query string or body. */
+static void access_log(struct lg_req *req)
+{
+    if (!lg_log_access_enabled())
+        return;
+    struct lg_buf b;
+    lg_buf_init(&b, 16384);
+    char when[32];
+    format_rfc3339(req->time_ms, when);
+    int64_t dur_us = mono_us() - req->start_us;
+    int rc =
+        lg_buf_printf(&b, "{\"time\":\"%s\",\"request_id\":\"%s\",\"remote_addr\":", when, req->id);
+    rc |= lg_json_append_string(&b, req->source_ip, strlen(req->source_ip));
+    rc |= lg_buf_puts(&b, ",\"method\":");
+    rc |= lg_json_append_string(&b, req->head.method ? req->head.method : "",
+                                req->head.method ? req->head.method_len : 0);
+    rc |= lg_buf_puts(&b, ",\"path\":");
+    rc |= lg_json_append_string(&b, req->path ? req->path : "", req->path ? req->path_len : 0);
+    rc |= lg_buf_puts(&b, ",\"route\":");
+    if (req->route)
+        rc |= lg_json_append_string(&b, req->route->route_key, strlen(req->route->route_key));
+    else
+        rc |= lg_buf_puts(&b, "null");
+    rc |= lg_buf_printf(&b, ",\"status\":%d,\"bytes\":%zu,\"duration_ms\":%.3f,\"lambda_ms\":",
+                        req->status, req->bytes, (double)dur_us / 1000.0);
+    if (req->lambda_us >= 0)
+        rc |= lg_buf_printf(&b, "%.3f", (double)req->lambda_us / 1000.0);
+    else
+        rc |= lg_buf_puts(&b, "null");
+    rc |= lg_buf_puts(&b, ",\"identity\":");
+    if (req->identity)
+        rc |= lg_json_append_string(&b, req->identity, strlen(req->identity));
+    else
+        rc |= lg_buf_puts(&b, "null");
+    rc |= lg_buf_puts(&b, ",\"cache\":");
+    if (req->cache)
+        rc |= lg_json_append_string(&b, req->cache, strlen(req->cache));
+    else
+        rc |= lg_buf_puts(&b, "null");
+    rc |= lg_buf_printf(&b, ",\"throttled\":%s,\"worker\":%zu}", req->throttled ? "true" : "false",
+                        req->worker->id);
+    if (rc == 0)
+        lg_log_access_write(b.data, b.len);
+    lg_buf_free(&b);
+}
+
+static struct lg_req *req_new(struct lg_conn *c)
+{
+    struct lg_req *req = calloc(1, sizeof(*req));
+    if (req == NULL)
+        return NULL;
+    req->body = evbuffer_new();
+    if (req->body == NULL) {
+        free(req);
+        return NULL;
+    }
+    req->conn = c;
+    req->worker = c->worker;
+    req->conf = lg_conf_ref(c->worker->conf);
+    lg_codec_uuid4(req->id);
+    req->start_us = mono_us();
+    req->time_ms = wall_ms();
+    req->source_ip = c->ip;
+    req->scheme = c->sock->tls ? "https" : "http";
+    req->server_port = c->sock->port;
+    req->lambda_us = -1;
+    return req;
+}
+
+static bool is_managed_header(const struct lg_http_header *h)
+{
+    return lg_http_ieq(h->name, h->name_len, "x-request-id") ||
+           lg_http_ieq(h->name, h->name_len, "date") ||
+           lg_http_ieq(h->name, h->name_len, "content-length") ||
+           lg_http_ieq(h->name, h->name_len, "connection") ||
+           lg_http_ieq(h->name, h->name_len, "transfer-encoding") ||
+           lg_http_ieq(h->name, h->name_len, "keep-alive");
+}
+
+static void free_body_cb(const void *data, size_t len, void *arg)
+{
+    free(arg);
+}
+
+void lg_req_respond(struct lg_req *req, int status, const struct lg_http_header *headers,
+                    size_t nheaders, void *body, size_t body_len, bool take_body)
+{
+    struct lg_conn *c = req->conn;
+    struct lg_worker *w = req->worker;
+    bool closing = !req->head.keep_alive || w->draining || c->phase == PHASE_CLOSING;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t before = evbuffer_get_length(out);
+    char date[30];
+    lg_http_date(date);
+
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, lg_http_reason(status));
+    for (size_t i = 0; i < nheaders; i++) {
+        if (is_managed_header(&headers[i]))
+            continue;
+        evbuffer_add(out, headers[i].name, headers[i].name_len);
+        evbuffer_add(out, ": ", 2);
+        evbuffer_add(out, headers[i].value, headers[i].value_len);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    bool no_body = status == 204 || status == 304 || (status >= 100 && status < 200);
+    evbuffer_add_printf(out, "x-request-id: %s\r\nDate: %s\r\n", req->id, date);
+    if (!no_body)
+        evbuffer_add_printf(out, "Content-Length: %zu\r\n", body_len);
+    if (closing)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    else if (req->head.version_minor == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    evbuffer_add(out, "\r\n", 2);
+    if (!no_body && !req->is_head && body_len > 0) {
+        if (take_body) {
+            evbuffer_add_reference(out, body, body_len, free_body_cb, body);
+            take_body = false;
+        } else {
+            evbuffer_add(out, body, body_len);
+        }
+    }
+    if (take_body)
+        free(body);
+
+    req->status = status;
+    req->bytes = evbuffer_get_length(out) - before;
+    access_log(req);
+    c->req = NULL;
+    req_free(req);
+
+    c->phase = closing ? PHASE_CLOSING : PHASE_WRITING;
+    /* Stop reading until the answer is out: the next request (or the close)
+     * is handled by the write callback. */
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_enable(c->bev, EV_WRITE);
+}
+
+void lg_req_respond_message(struct lg_req *req, int status, const char *message,
+                            const struct lg_http_header *extra, size_t nextra)
+{
+    struct lg_buf body;
+    lg_buf_init(&body, 4096);
+    if (lg_buf_puts(&body, "{\"message\":") != 0 ||
+        lg_json_append_string(&body, message, strlen(message)) != 0 ||
+        lg_buf_putc(&body, '}') != 0) {
+        lg_buf_free(&body);
+        lg_buf_init(&body, 0);
+    }
+    struct lg_http_header headers[16];
+    size_t n = 0;
+    headers[n++] = (struct lg_http_header){"Content-Type", 12, "application/json", 16};
+    for (size_t i = 0; i < nextra && n < LG_ARRAY_LEN(headers); i++)
+        headers[n++] = extra[i];
+    size_t len;
+    char *data = lg_buf_steal(&body, &len);
+    lg_req_respond(req, status, headers, n, data, len, true);
+}
+
+/* Answer an error found while reading a request (before the pipeline) and
+ * close the connection afterwards. */
+static void conn_fail(struct lg_conn *c, int status, const char *message)
+{
+    struct lg_req *req = c->req;
+    if (req == NULL) {
+        req = req_new(c);
+        if (req == NULL) {
+            conn_close(c);
+            return;
+        }
+        c->req = req;
+    }
+    req->head.keep_alive = false;
+    c->phase = PHASE_CLOSING;
+    event_del(c->timer);
+    lg_log_req(LG_LOG_INFO, req->id, "refused request status=%d reason=\"%s\" client=%s", status,
+               message, c->ip);
+    lg_req_respond_message(req, status, message, NULL, 0);
+}
+
+static void conn_dispatch(struct lg_conn *c)
+{
+    struct lg_req *req = c->req;
+    c->phase = PHASE_PROCESS;
+    event_del(c->timer);
+    /* Keep reading, bounded, to notice a client that goes away. */
+    bufferevent_setwatermark(c->bev, EV_READ, 0, (size_t)req->conf->limits.max_header_bytes + 4096);
+    bufferevent_enable(c->bev, EV_READ);
+    lg_proxy_handle(req);
+}
+
+/* Read body bytes; dispatch when complete. */
+static void conn_read_body(struct lg_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct lg_req *req = c->req;
+    if (c->body_chunked) {
+        enum lg_http_chunked_result r = lg_http_chunked_decode(
+            &c->chunked, in, req->body, &c->body_total, (size_t)req->conf->limits.max_body_bytes);
+        if (r == LG_CHUNKED_DONE)
+            conn_dispatch(c);
+        else if (r == LG_CHUNKED_ERROR)
+            conn_fail(c, 400, "Bad Request");
+        else if (r == LG_CHUNKED_TOO_LONG)
+            conn_fail(c, 413, "Request Entity Too Large");
+        return;
+    }
+    size_t avail = evbuffer_get_length(in);
+    size_t take = avail < (size_t)c->body_left ? avail : (size_t)c->body_left;
+    if (take > 0) {
+        evbuffer_remove_buffer(in, req->body, take);
+        c->body_left -= (int64_t)take;
+    }
+    if (c->body_left == 0)
+        conn_dispatch(c);
+}
+
+/* Split the request-target into path and query. */
+static void split_target(struct lg_req *req)
+{
+    const char *t = req->head.target;
+    size_t n = req->head.target_len;
+    const char *q = memchr(t, '?', n);
+    req->path = t;
+    req->path_len = q ? (size_t)(q - t) : n;
+    if (q) {
+        req->query = q + 1;
+        req->query_len = n - req->path_len - 1;
+    }
+}
+
+/* Look for a complete header block; start the request when there is one. */
+static void conn_read_head(struct lg_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    const struct lg_conf *conf = c->worker->conf;
+    size_t max = (size_t)conf->limits.max_header_bytes;
+
+    /* Empty lines before a request line are allowed (RFC 9112 section 2.2). */
+    if (c->scanned == 0) {
+        for (;;) {
+            unsigned char ch;
+            if (evbuffer_copyout(in, &ch, 1) != 1 || (ch != '\r' && ch != '\n'))
+                break;
+            evbuffer_drain(in, 1);
+        }
+    }
+    size_t avail = evbuffer_get_length(in);
+    if (avail == 0)
+        return;
+    size_t look = avail < max + 4 ? avail : max + 4;
+    const char *data = (const char *)evbuffer_pullup(in, (ev_ssize_t)look);
+    size_t end = lg_http_head_end(data, look, &c->scanned);
+    if (end == 0) {
+        if (avail > max)
+            conn_fail(c, 431, "Request Header Fields Too Large");
+        return;
+    }
+    if (end > max) {
+        conn_fail(c, 431, "Request Header Fields Too Large");
+        return;
+    }
+    struct lg_req *req = req_new(c);
+    if (req == NULL) {
+        conn_close(c);
+        return;
+    }
+    c->req = req;
+    c->scanned = 0;
+    req->head_block = malloc(end);
+    if (req->head_block == NULL) {
+        conn_close(c);
+        return;
+    }
+    evbuffer_remove(in, req->head_block, end);
+    int status;
+    if (lg_http_parse_request_head(req->head_block, end, &req->head, &status) != 0) {
+        /* What was parsed may be partial: log nothing of it. */
+        memset(&req->head, 0, sizeof(req->head));
+        conn_fail(c, status, lg_http_reason(status));
+        return;
+    }
+    split_target(req);
+    req->is_head = lg_http_ieq(req->head.method, req->head.method_len, "HEAD");
+
+    int64_t max_body = conf->limits.max_body_bytes;
+    if (req->head.chunked) {
+        c->body_chunked = true;
+        memset(&c->chunked, 0, sizeof(c->chunked));
+        c->body_total = 0;
+    } else if (req->head.content_length > 0) {
+        if (req->head.content_length > max_body) {
+            conn_fail(c, 413, "Request Entity Too Large");
+            return;
+        }
+        c->body_chunked = false;
+        c->body_left = req->head.content_length;
+    } else {
+        conn_dispatch(c);
+        return;
+    }
+    c->phase = PHASE_BODY;
+    arm_ms(c->timer, conf->limits.body_timeout_ms);
+    if (req->head.expect_continue && evbuffer_get_length(in) == 0)
+        bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    conn_read_body(c);
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct lg_conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    switch (c->phase) {
+    case PHASE_IDLE:
+        c->phase = PHASE_HEAD;
+        arm_ms(c->timer, c->worker->conf->limits.header_timeout_ms);
+        conn_read_head(c);
+        break;
+    case PHASE_HEAD:
+        conn_read_head(c);
+        break;
+    case PHASE_BODY:
+        conn_read_body(c);
+        break;
+    case PHASE_PROCESS:
+        /* Pipelined bytes wait in the buffer (bounded by the watermark). */
+        break;
+    case PHASE_WRITING:
+    case PHASE_CLOSING:
+        if (c->phase == PHASE_CLOSING)
+            evbuffer_drain(in, evbuffer_get_length(in));
+        break;
+    }
+}
+
+/* The answer has been written: close, or read the next request. */
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct lg_conn *c = arg;
+    if (c->phase == PHASE_CLOSING) {
+        conn_close(c);
+        return;
+    }
+    if (c->phase != PHASE_WRITING)
+        return;
+    const struct lg_conf *conf = c->worker->conf;
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+    bufferevent_enable(c->bev, EV_READ);
+    c->scanned = 0;
+    if (evbuffer_get_length(bufferevent_get_input(bev)) > 0) {
+        c->phase = PHASE_HEAD;
+        arm_ms(c->timer, conf->limits.header_timeout_ms);
+        conn_read_head(c);
+    } else {
+        c->phase = PHASE_IDLE;
+        arm_ms(c->timer, conf->limits.idle_timeout_ms);
+    }
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct lg_conn *c = arg;
+    if (what & BEV_EVENT_CONNECTED)
+        return;
+    if ((what & BEV_EVENT_ERROR) && c->sock->tls) {
+        unsigned long e;
+        while ((e = bufferevent_get_openssl_error(bev)) != 0) {
+            char buf[200];
+            ERR_error_string_n(e, buf, sizeof(buf));
+            lg_log(LG_LOG_DEBUG, "TLS error client=%s error=\"%s\"", c->ip, buf);
+        }
+        ERR_clear_error();
+    }
+    if (c->phase == PHASE_PROCESS && c->req)
+        lg_log_req(LG_LOG_INFO, c->req->id, "client went away before the answer client=%s", c->ip);
+    conn_close(c);
+}
+
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct lg_conn *c = arg;
+    switch (c->phase) {
+    case PHASE_IDLE:
+        conn_close(c);
+        break;
+    case PHASE_HEAD:
+        /* Nothing received at all (a connection that never spoke, or a
+         * TLS handshake that never finished): just close. */
+        if (evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 && c->scanned == 0)
+            conn_close(c);
+        else
+            conn_fail(c, 408, "Request Timeout");
+        break;
+    case PHASE_BODY:
+        conn_fail(c, 408, "Request Timeout");
+        break;
+    default:
+        break;
+    }
+}
+
+static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    struct worker_listener *wl = arg;
+    struct lg_worker *w = wl->worker;
+    const struct listen_sock *sock = wl->sock;
+    if (w->draining) {
+        evutil_closesocket(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct lg_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        evutil_closesocket(fd);
+        return;
+    }
+    c->worker = w;
+    c->sock = sock;
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        /* Show an IPv4 client of a dual-stack socket as IPv4. */
+        if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
+            inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], c->ip, sizeof(c->ip));
+        else
+            inet_ntop(AF_INET6, &s6->sin6_addr, c->ip, sizeof(c->ip));
+    } else {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->ip, sizeof(c->ip));
+    }
+    if (sock->tls) {
+        SSL *ssl = SSL_new(sock->ssl_ctx);
+        if (ssl == NULL) {
+            ERR_clear_error();
+            evutil_closesocket(fd);
+            free(c);
+            return;
+        }
+        c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                BEV_OPT_CLOSE_ON_FREE);
+        if (c->bev == NULL)
+            SSL_free(ssl);
+        else
+            bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    } else {
+        c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
+    c->timer = evtimer_new(w->base, conn_timer_cb, c);
+    if (c->bev == NULL || c->timer == NULL) {
+        if (c->bev)
+            bufferevent_free(c->bev);
+        else
+            evutil_closesocket(fd);
+        if (c->timer)
+            event_free(c->timer);
+        free(c);
+        return;
+    }
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    /* The header deadline runs from accept: it also bounds the TLS
+     * handshake and a client that connects and never speaks. */
+    c->phase = PHASE_HEAD;
+    arm_ms(c->timer, w->conf->limits.header_timeout_ms);
+    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    struct timeval write_to = {(time_t)(w->conf->limits.idle_timeout_ms / 1000),
+                               (suseconds_t)((w->conf->limits.idle_timeout_ms % 1000) * 1000)};
+    /* A client that stops reading our answer is dropped after this long. */
+    bufferevent_set_timeouts(c->bev, NULL, &write_to);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+static void accept_error_cb(struct evconnlistener *listener, void *arg)
+{
+    struct worker_listener *wl = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    /* EMFILE and friends: log and keep going; the listener stays armed. */
+    lg_log(LG_LOG_WARN, "accept failed address=%s error=\"%s\"", wl->sock->text,
+           evutil_socket_error_to_string(err));
+}
+
+/* ---------------------------------------------------------------------- */
+/* Workers                                                                 */
+/* ---------------------------------------------------------------------- */
+
+static void worker_close_listeners(struct lg_worker *w)
+{
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        if (w->listeners[i].listener) {
+            evconnlistener_free(w->listeners[i].listener);
+            w->listeners[i].listener = NULL;
+        }
+    }
+}
+
+/* While draining, the loop ends when the last connection is gone. */
+static void worker_maybe_done(struct lg_worker *w)
+{
+    if (w->draining && w->nconns == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct lg_worker *w = arg;
+    lg_log(LG_LOG_WARN, "shutdown timeout reached, closing connections worker=%zu open=%zu", w->id,
+           w->nconns);
+    while (w->conns)
+        conn_close(w->conns);
+    event_base_loopexit(w->base, NULL);
+}
+
+/* Stop accepting; close idle connections now, busy ones after their answer
+ * (lg_req_respond sends Connection: close while draining). */
+static void stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct lg_worker *w = arg;
+    if (w->draining)
+        return;
+    w->draining = true;
+    worker_close_listeners(w);
+    struct lg_conn *c = w->conns;
+    while (c) {
+        struct lg_conn *next = c->next;
+        if (c->phase == PHASE_IDLE || (c->phase == PHASE_HEAD && c->scanned == 0 &&
+                                       evbuffer_get_length(bufferevent_get_input(c->bev)) == 0))
+            conn_close(c);
+        c = next;
+    }
+    arm_ms(w->drain_timer, w->conf->shutdown_timeout_ms);
+    worker_maybe_done(w);
+}
+
+static void *worker_run(void *arg)
+{
+    struct lg_worker *w = arg;
+    event_base_dispatch(w->base);
+    /* Whatever is left (a drain cut short) is released here. */
+    while (w->conns)
+        conn_close(w->conns);
+    reaper_cb(-1, 0, w);
+    worker_close_listeners(w);
+    /* Release upstream connections; their frees run on this loop. */
+    lg_lambda_client_free(w->lambda);
+    w->lambda = NULL;
+    event_base_loop(w->base, EVLOOP_NONBLOCK);
+    return NULL;
+}
+
+static void worker_destroy(struct lg_worker *w)
+{
+    worker_close_listeners(w);
+    free(w->listeners);
+    lg_lambda_client_free(w->lambda);
+    if (w->stop_ev)
+        event_free(w->stop_ev);
+    if (w->drain_timer)
+        event_free(w->drain_timer);
+    if (w->reaper)
+        event_free(w->reaper);
+    if (w->dns)
+        evdns_base_free(w->dns, 0);
+    if (w->base)
+        event_base_free(w->base);
+    lg_conf_unref(w->conf);
+}
+
+static int worker_init(struct lg_server *s, struct lg_worker *w, size_t id, char *err,
+                       size_t errlen)
+{
+    w->server = s;
+    w->id = id;
+    w->conf = lg_conf_ref(s->conf);
+    w->base = event_base_new();
+    if (w->base == NULL) {
+        snprintf(err, errlen, "cannot create an event loop");
+        return -1;
+    }
+    w->dns = evdns_base_new(w->base,
+                            EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (w->dns == NULL) {
+        /* No usable resolv.conf: names in /etc/hosts and addresses still work. */
+        w->dns = evdns_base_new(w->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (w->dns == NULL) {
+            snprintf(err, errlen, "cannot create a DNS resolver");
+            return -1;
+        }
+        evdns_base_load_hosts(w->dns, NULL);
+    }
+    w->lambda = lg_lambda_client_new(w->base, w->dns, s->creds);
+    w->stop_ev = event_new(w->base, -1, 0, stop_cb, w);
+    w->drain_timer = evtimer_new(w->base, drain_timeout_cb, w);
+    w->reaper = event_new(w->base, -1, 0, reaper_cb, w);
+    w->listeners = calloc(s->nsocks, sizeof(*w->listeners));
+    if (w->lambda == NULL || w->stop_ev == NULL || w->drain_timer == NULL || w->reaper == NULL ||
+        w->listeners == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    w->nlisteners = s->nsocks;
+    for (size_t i = 0; i < s->nsocks; i++) {
+        struct worker_listener *wl = &w->listeners[i];
+        wl->worker = w;
+        wl->sock = &s->socks[i];
+        /* backlog 0: the socket is already listening. */
+        wl->listener =
+            evconnlistener_new(w->base, accept_cb, wl, LEV_OPT_CLOSE_ON_EXEC, 0, s->socks[i].fd);
+        if (wl->listener == NULL) {
+            snprintf(err, errlen, "cannot listen on %s", s->socks[i].text);
+            return -1;
+        }
+        evconnlistener_set_error_cb(wl->listener, accept_error_cb);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The server                                                              */
+/* ---------------------------------------------------------------------- */
+
+static int bind_socket(const struct lg_conf_listen *l, int *out, char *err, size_t errlen)
+{
+    const struct sockaddr *sa = (const struct sockaddr *)&l->address.sa;
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create a socket for %s: %s", l->address.text,
+                 strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (sa->sa_family == AF_INET6) {
+        /* "[::]:port" is IPv6 only, as in nginx: IPv4 needs its own entry,
+         * so that "0.0.0.0:port" and "[::]:port" can both be listed. */
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    }
+    if (bind(fd, sa, l->address.salen) != 0) {
+        snprintf(err, errlen, "cannot bind %s: %s", l->address.text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (listen(fd, LISTEN_BACKLOG) != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", l->address.text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    *out = fd;
+    return 0;
+}
+
+static unsigned sockaddr_port(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+}
+
+struct lg_server *lg_server_new(struct lg_conf *conf, struct lg_creds_provider *creds, char *err,
+                                size_t errlen)
+{
+    struct lg_server *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->conf = lg_conf_ref(conf);
+    s->creds = creds;
+    s->socks = calloc(conf->nlisten, sizeof(*s->socks));
+    if (s->socks == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < conf->nlisten; i++) {
+        const struct lg_conf_listen *l = &conf->listen[i];
+        struct listen_sock *ls = &s->socks[i];
+        if (bind_socket(l, &ls->fd, err, errlen) != 0)
+            goto fail;
+        s->nsocks++;
+        ls->tls = l->tls;
+        ls->ssl_ctx = l->ssl_ctx;
+        ls->port = sockaddr_port(&l->address.sa);
+        ls->text = l->address.text;
+    }
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    s->nworkers = conf->workers > 0 ? (size_t)conf->workers : (size_t)(cores > 0 ? cores : 1);
+    s->workers = calloc(s->nworkers, sizeof(*s->workers));
+    if (s->workers == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < s->nworkers; i++) {
+        if (worker_init(s, &s->workers[i], i, err, errlen) != 0)
+            goto fail;
+    }
+    return s;
+fail:
+    lg_server_free(s);
+    return NULL;
+}
+
+int lg_server_start(struct lg_server *s, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < s->nworkers; i++) {
+        int rc = pthread_create(&s->workers[i].thread, NULL, worker_run, &s->workers[i]);
+        if (rc != 0) {
+            snprintf(err, errlen, "cannot start worker %zu: %s", i, strerror(rc));
+            return -1;
+        }
+        s->workers[i].started = true;
+    }
+    return 0;
+}
+
+void lg_server_stop(struct lg_server *s)
+{
+    for (size_t i = 0; i < s->nworkers; i++) {
+        if (s->workers[i].started)
+            event_active(s->workers[i].stop_ev, EV_TIMEOUT, 1);
+    }
+}
+
+void lg_server_free(struct lg_server *s)
+{
+    if (s == NULL)
+        return;
+    for (size_t i = 0; i < s->nworkers && s->workers; i++) {
+        if (s->workers[i].started)
+            pthread_join(s->workers[i].thread, NULL);
+    }
+    for (size_t i = 0; i < s->nworkers && s->workers; i++)
+        worker_destroy(&s->workers[i]);
+    free(s->workers);
+    for (size_t i = 0; i < s->nsocks; i++)
+        close(s->socks[i].fd);
+    free(s->socks);
+    lg_conf_unref(s->conf);
+    free(s);
+}

@@ -67,12 +67,28 @@ struct lg_creds_provider *lg_creds_provider_new(struct event_base *base, struct 
  * is valid. */
 void lg_creds_provider_start(struct lg_creds_provider *p);
 /* The current valid credentials (a new reference; caller unrefs), or NULL
- * when none are available yet or they expired. Thread-safe, never blocks
+ * when none are available yet or they expired. A set that expires within
+ * LG_CREDS_EXPIRY_MARGIN_S counts as expired, so that a request signed
+ * with it does not reach AWS after the expiry. Thread-safe, never blocks
  * on I/O. */
 struct lg_creds *lg_creds_provider_get(struct lg_creds_provider *p);
 enum lg_creds_source lg_creds_provider_source(const struct lg_creds_provider *p);
-/* Stop and free; accepts NULL. Call on the thread that runs base. */
+/* Stop and free; accepts NULL. Call on the thread that runs base. A fetch
+ * in flight is cancelled; httpc releases its connection on a zero-delay
+ * timer, so run base once more before freeing it. */
 void lg_creds_provider_free(struct lg_creds_provider *p);
+
+/* Seconds before expiry within which a set is no longer handed out. */
+#define LG_CREDS_EXPIRY_MARGIN_S 30
+
+/* Milliseconds from now until a set that expires at expiration should be
+ * refreshed: at expiration - 5 min, or expiration - 15 min when the set is
+ * valid for more than an hour from now, and never sooner than 10 s from
+ * now. -1 when expiration is 0 (never expires). Exposed for tests. */
+int64_t lg_creds_refresh_delay_ms(time_t now, time_t expiration);
+/* Tests only: replace the 10 s floor of the refresh delay, so that a test
+ * can watch a refresh happen without waiting. */
+void lg_creds_provider_set_min_refresh_ms(struct lg_creds_provider *p, int64_t ms);
 
 /* Parsers, exposed for tests. Each returns a new set or NULL with err. */
 /* INI text of a shared credentials file: aws_access_key_id,

@@ -258,7 +258,10 @@ struct lg_conf_errors {
  * caller releases with lg_conf_unref()) or NULL; on NULL every error found
  * is in *errors (caller frees with lg_conf_errors_free()). All errors are
  * collected, not only the first. TLS contexts are built here, so a bad
- * certificate is a load error. */
+ * certificate is a load error. Relative file paths in the file (TLS files,
+ * lambda.ca_file, auth.jwt.jwks_file, auth.api_keys.file, an access_log
+ * path) are resolved against the directory of path, and the struct holds
+ * the resolved paths. */
 struct lg_conf *lg_conf_load(const char *path, struct lg_conf_errors *errors);
 /* The same from text in memory; path is used in messages only. */
 struct lg_conf *lg_conf_load_text(const char *path, const char *text, size_t len,

@@ -50,6 +50,12 @@ struct lg_event_request {
     size_t body_len;
     const char *source_ip;
     const char *protocol; /* "HTTP/1.1" or "HTTP/1.0" */
+    /* As API Gateway does, the event's headers carry x-forwarded-for (the
+     * client's own X-Forwarded-For, if any, then source_ip),
+     * x-forwarded-proto (scheme) and x-forwarded-port (server_port); the
+     * client's own x-forwarded-proto/-port are replaced. */
+    const char *scheme; /* "http" or "https" */
+    unsigned server_port;
     const char *request_id;
     int64_t time_ms; /* request arrival, ms since the epoch */
     const struct lg_conf_route *route;
@@ -58,7 +64,8 @@ struct lg_event_request {
 };
 
 /* Build the proxy event for route->payload_format and append its JSON to
- * out. Request headers that are hop-by-hop are left out. Bodies with a
+ * out. Request headers that are hop-by-hop are left out; in format 2.0 the
+ * Cookie headers become "cookies" (split on ";") instead of a header. Bodies with a
  * textual Content-Type (CONTRACT section 8) that are valid UTF-8 go as
  * text; every other non-empty body as base64 with isBase64Encoded true.
  * Query values are percent-decoded ('+' as space); a malformed escape keeps

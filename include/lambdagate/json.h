@@ -8,6 +8,7 @@
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
+#include "lambdagate/buf.h"
 #include "lambdagate/lambdagate.h"
 
 /* Parse JSON text from outside. Before yajl sees it the text is checked for
@@ -40,5 +41,10 @@ int lg_json_gen_bool(yajl_gen g, bool v) LG_WUR;
 int lg_json_gen_null(yajl_gen g) LG_WUR;
 /* key then string value (value NULL writes null). */
 int lg_json_gen_kv(yajl_gen g, const char *key, const char *value) LG_WUR;
+
+/* Append s[0..n) to out as a quoted JSON string, escaping quotes,
+ * backslashes and control bytes; bytes that are not well-formed UTF-8 become
+ * U+FFFD. For log lines built from client input. */
+int lg_json_append_string(struct lg_buf *out, const char *s, size_t n) LG_WUR;
 
 #endif

@@ -1,4 +1,95 @@
 /* server.h - listeners, worker threads, client connections, requests. */
 #ifndef LG_SERVER_H
 #define LG_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lambdagate/conf.h"
+#include "lambdagate/http.h"
+#include "lambdagate/lambdagate.h"
+#include "lambdagate/router.h"
+
+struct event_base;
+struct evbuffer;
+struct lg_creds_provider;
+struct lg_lambda_call;
+struct lg_lambda_client;
+
+struct lg_server;
+struct lg_worker;
+struct lg_conn;
+
+/* One request, from its complete header block and body to its answer.
+ * The server owns it: it is created when a request has been read, handed to
+ * lg_proxy_handle(), and released by lg_req_respond() (or, when the client
+ * goes away first, after lg_proxy_abort()). */
+struct lg_req {
+    struct lg_conn *conn;
+    struct lg_worker *worker;
+    struct lg_conf *conf; /* referenced for the request's life */
+    char id[LG_REQUEST_ID_LEN + 1];
+    int64_t start_us; /* monotonic, when the header block was complete */
+    int64_t time_ms;  /* wall clock at the same moment */
+
+    char *head_block; /* owned; head's pointers borrow from it */
+    struct lg_http_head head;
+    const char *path; /* borrowed from head_block: target without the query */
+    size_t path_len;
+    const char *query; /* after '?', or NULL */
+    size_t query_len;
+    struct evbuffer *body;
+    const char *source_ip; /* borrowed from the connection */
+    const char *scheme;    /* "http" or "https" */
+    unsigned server_port;
+    bool is_head; /* HEAD: the answer has no body */
+
+    /* Set by the pipeline. */
+    const struct lg_conf_route *route;
+    struct lg_router_match match;
+    bool matched;
+    struct lg_lambda_call *call;
+    bool counted_inflight;
+
+    /* For the access log. */
+    int status;
+    size_t bytes;
+    int64_t lambda_us; /* -1 when Lambda was not called */
+    const char *identity;
+    const char *cache;
+    bool throttled;
+};
+
+/* Send the answer and finish the request (req is released: do not touch it
+ * afterwards). headers are borrowed for the call; the server adds
+ * x-request-id, Date, Content-Length and, when the connection ends,
+ * Connection: close; headers of those names in the list are dropped. With
+ * take_body the body (malloc'd) is taken over and freed by the server, else
+ * it is copied. A HEAD request gets the headers without the body. */
+void lg_req_respond(struct lg_req *req, int status, const struct lg_http_header *headers,
+                    size_t nheaders, void *body, size_t body_len, bool take_body);
+/* Answer {"message": message} as application/json, plus extra headers. */
+void lg_req_respond_message(struct lg_req *req, int status, const char *message,
+                            const struct lg_http_header *extra, size_t nextra);
+
+/* The worker's Lambda client and in-flight counter, for the pipeline. */
+struct lg_lambda_client *lg_worker_lambda(struct lg_worker *w);
+int64_t *lg_worker_inflight(struct lg_worker *w);
+
+/* Bind every listen address of conf (so that errors show before anything
+ * starts) and prepare conf's workers. creds is shared by all workers. NULL
+ * with err set on failure. */
+struct lg_server *lg_server_new(struct lg_conf *conf, struct lg_creds_provider *creds, char *err,
+                                size_t errlen);
+/* Start the worker threads. */
+int lg_server_start(struct lg_server *s, char *err, size_t errlen) LG_WUR;
+/* Ask every worker to stop accepting, finish what is in flight (up to the
+ * config's shutdown_timeout_ms) and exit its loop. Thread-safe. */
+void lg_server_stop(struct lg_server *s);
+/* Wait for the workers to end, then free everything. */
+void lg_server_free(struct lg_server *s);
+/* Number of workers started. */
+size_t lg_server_workers(const struct lg_server *s);
+
 #endif
