@@ -37,6 +37,7 @@
 #define SESSION_TOKEN_MAX (16u * 1024u)
 #define IMDS_TOKEN_MAX    4096
 #define ROLE_NAME_MAX     128
+#define ENDPOINT_MAX      512 /* AWS_EC2_METADATA_SERVICE_ENDPOINT, AWS_ENDPOINT_URL_STS */
 
 /* Timeouts per request. IMDS answers from the local hypervisor, so a slow
  * answer means there is no IMDS (not on EC2, or hop limit reached). */
@@ -1001,7 +1002,7 @@ static void container_attempt(struct lg_creds_provider *p)
 
 static void imds_attempt(struct lg_creds_provider *p)
 {
-    char url[1024];
+    char url[ENDPOINT_MAX + 64];
     snprintf(url, sizeof(url), "%s/latest/api/token", p->imds_base);
     struct lg_http_header h = header("X-aws-ec2-metadata-token-ttl-seconds", IMDS_TOKEN_TTL);
     begin_fetch(p, STEP_IMDS_TOKEN, "PUT", url, &h, 1, NULL, 0, IMDS_TIMEOUT_MS);
@@ -1009,7 +1010,7 @@ static void imds_attempt(struct lg_creds_provider *p)
 
 static void imds_get(struct lg_creds_provider *p, enum fetch_step step, const char *role)
 {
-    char url[1024];
+    char url[ENDPOINT_MAX + 64 + ROLE_NAME_MAX];
     snprintf(url, sizeof(url), "%s/latest/meta-data/iam/security-credentials/%s", p->imds_base,
              role);
     struct lg_http_header h = header("X-aws-ec2-metadata-token", p->imds_token);
@@ -1350,12 +1351,17 @@ static int setup_web_identity(struct lg_creds_provider *p, const char *token_fil
                               const char *role_arn, const char *region, char *err, size_t errlen)
 {
     const char *endpoint = env("AWS_ENDPOINT_URL_STS");
-    char url[512];
+    char url[ENDPOINT_MAX + 1];
     if (endpoint) {
+        if (strlen(endpoint) > ENDPOINT_MAX) {
+            snprintf(err, errlen, "AWS_ENDPOINT_URL_STS is longer than %d bytes", ENDPOINT_MAX);
+            return -1;
+        }
         snprintf(url, sizeof(url), "%s", endpoint);
     } else {
         for (const char *c = region; *c; c++) {
-            if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-')) {
+            if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-') ||
+                c - region >= 64) {
                 snprintf(err, errlen, "region %s is not a valid AWS region name", region);
                 return -1;
             }
@@ -1393,6 +1399,12 @@ static int setup_imds(struct lg_creds_provider *p, char *err, size_t errlen)
     }
     const char *endpoint = env("AWS_EC2_METADATA_SERVICE_ENDPOINT");
     const char *base = endpoint ? endpoint : IMDS_DEFAULT_BASE;
+    /* Bounded so that every IMDS URL fits its buffer whole. */
+    if (strlen(base) > ENDPOINT_MAX) {
+        snprintf(err, errlen, "AWS_EC2_METADATA_SERVICE_ENDPOINT is longer than %d bytes",
+                 ENDPOINT_MAX);
+        return -1;
+    }
     struct lg_httpc_url parsed;
     if (check_url(p, "AWS_EC2_METADATA_SERVICE_ENDPOINT", base, &parsed, err, errlen) != 0)
         return -1;

@@ -17,6 +17,10 @@
  * multiValueHeaders value and every cookie together) is malformed: no
  * client needs more, and it bounds the work done on a hostile answer. */
 #define EVENT_MAX_RESPONSE_HEADERS 1024
+/* Bytes of the header block we send for a function (names, values, ": "
+ * and line ends): past it the answer is malformed (502), as nginx's "upstream
+ * sent too big header"; it also keeps every line under what clients accept. */
+#define EVENT_MAX_RESPONSE_HEADER_BYTES 65536
 
 /* API Gateway's apiId stands for the API; we are one. */
 #define EVENT_API_ID "lambdagate"
@@ -1264,6 +1268,7 @@ static int scalar_text(yajl_val v, const char **s, size_t *n)
 struct pending {
     struct lg_http_header *h; /* borrowed from the tree */
     size_t n, cap;
+    size_t bytes; /* header block size so far */
 };
 
 static int pending_add(struct pending *p, const char *name, const char *value, size_t value_len,
@@ -1281,6 +1286,12 @@ static int pending_add(struct pending *p, const char *name, const char *value, s
     if (p->n == p->cap) {
         set_err(err, errlen, "malformed proxy response: more than %d headers",
                 EVENT_MAX_RESPONSE_HEADERS);
+        return -1;
+    }
+    if (value_len > EVENT_MAX_RESPONSE_HEADER_BYTES || name_len > EVENT_MAX_RESPONSE_HEADER_BYTES ||
+        (p->bytes += name_len + value_len + 4) > EVENT_MAX_RESPONSE_HEADER_BYTES) {
+        set_err(err, errlen, "malformed proxy response: headers exceed %d bytes",
+                EVENT_MAX_RESPONSE_HEADER_BYTES);
         return -1;
     }
     p->h[p->n].name = name;
@@ -1534,7 +1545,7 @@ static int parse_proxy(yajl_val root, yajl_val status, const struct exact *x, bo
         set_err(err, errlen, "malformed proxy response: isBase64Encoded is not a boolean");
         return -1;
     }
-    struct pending p = {NULL, 0, 0};
+    struct pending p = {NULL, 0, 0, 0};
     int rc = collect_headers(root, &p, err, errlen);
     if (rc == 0 && finish_headers(out, &p) != 0) {
         set_err(err, errlen, "out of memory");

@@ -661,6 +661,7 @@ struct lg_httpc_fetch {
     struct lg_httpc_conn *conn;
     lg_httpc_fetch_cb cb;
     void *arg;
+    bool in_callback; /* a cancel now only marks it; fetch_done frees */
 };
 
 static void fetch_done(struct lg_httpc_conn *conn, const struct lg_httpc_response *resp, void *arg)
@@ -675,6 +676,7 @@ static void fetch_done(struct lg_httpc_conn *conn, const struct lg_httpc_respons
         else
             len = 0;
     }
+    f->in_callback = true;
     f->cb(resp, body, len, f->arg);
     lg_httpc_conn_free(f->conn);
     free(f);
@@ -684,6 +686,16 @@ struct lg_httpc_fetch *lg_httpc_fetch(struct event_base *base, struct evdns_base
                                       const struct lg_httpc_fetch_request *req,
                                       lg_httpc_fetch_cb cb, void *arg, char *err, size_t errlen)
 {
+    /* Header text goes on the wire as given: refuse anything that could
+     * end a line and start another. */
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const struct lg_http_header *h = &req->headers[i];
+        if (!lg_http_is_token(h->name, h->name_len) ||
+            !lg_http_is_field_value(h->value, h->value_len)) {
+            snprintf(err, errlen, "invalid request header");
+            return NULL;
+        }
+    }
     struct lg_httpc_url url;
     if (lg_httpc_parse_url(req->url, &url, err, errlen) != 0)
         return NULL;
@@ -738,8 +750,8 @@ fail:
 
 void lg_httpc_fetch_cancel(struct lg_httpc_fetch *f)
 {
-    if (f == NULL)
-        return;
+    if (f == NULL || f->in_callback)
+        return; /* inside its own callback: fetch_done frees it afterwards */
     lg_httpc_conn_free(f->conn);
     free(f);
 }

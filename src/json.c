@@ -2,7 +2,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +108,82 @@ const char *lg_json_get_string(yajl_val obj, const char *key)
     return v && YAJL_IS_STRING(v) ? v->u.string : NULL;
 }
 
+/* The exact integer that the JSON number text s denotes ("2e2", "200.0",
+ * "-9223372036854775808"), or false when it has a non-zero fraction or does
+ * not fit int64_t. Decided on the text: a double would round
+ * "1.00000000000000001" to 1 and "9007199254740993.0" to ...992. */
+static bool number_text_to_int64(const char *s, int64_t *out)
+{
+    const char *p = s;
+    bool negative = *p == '-';
+    if (negative)
+        p++;
+    char digits[64]; /* significant mantissa digits, leading zeros dropped */
+    size_t ndigits = 0;
+    long point = 0; /* digits left of the decimal point */
+    bool seen_point = false;
+    for (;; p++) {
+        if (*p == '.' && !seen_point) {
+            seen_point = true;
+            continue;
+        }
+        if (*p < '0' || *p > '9')
+            break;
+        if (ndigits == 0 && *p == '0') {
+            if (!seen_point)
+                continue; /* leading zero of the integer part */
+            point--;      /* 0.00ddd: the point moves right past it */
+            continue;
+        }
+        if (ndigits == sizeof(digits)) {
+            if (*p != '0' || !seen_point)
+                return false; /* far too long for an int64 */
+            continue;         /* trailing zeros of the fraction */
+        }
+        digits[ndigits++] = *p;
+        if (!seen_point)
+            point++;
+    }
+    long exp = 0;
+    if (*p == 'e' || *p == 'E') {
+        char *end;
+        exp = strtol(p + 1, &end, 10);
+        if (exp > 40 || exp < -1000)
+            return ndigits == 0 ? (*out = 0, true) : false;
+    }
+    point += exp;
+    if (ndigits == 0) {
+        *out = 0;
+        return true;
+    }
+    if (point > 19)
+        return false;
+    for (long i = point < 0 ? 0 : point; i < (long)ndigits; i++) {
+        if (digits[i] != '0')
+            return false; /* a fraction remains */
+    }
+    if (point <= 0)
+        return false; /* 0.ddd with a non-zero digit */
+    /* The integer is digits[0..point), padded with zeros. */
+    uint64_t v = 0;
+    for (long i = 0; i < point; i++) {
+        unsigned d = i < (long)ndigits ? (unsigned)(digits[i] - '0') : 0;
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    if (negative) {
+        if (v > (uint64_t)INT64_MAX + 1)
+            return false;
+        *out = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+    } else {
+        if (v > (uint64_t)INT64_MAX)
+            return false;
+        *out = (int64_t)v;
+    }
+    return true;
+}
+
 bool lg_json_integer(yajl_val v, int64_t *out)
 {
     if (v == NULL || !YAJL_IS_NUMBER(v))
@@ -117,15 +192,9 @@ bool lg_json_integer(yajl_val v, int64_t *out)
         *out = v->u.number.i;
         return true;
     }
-    /* "200.0" or "2e2": accept only when the value is an exact integer. */
-    if (v->u.number.flags & YAJL_NUMBER_DOUBLE_VALID) {
-        double d = v->u.number.d;
-        if (isfinite(d) && d == floor(d) && d >= -9.2e18 && d <= 9.2e18) {
-            *out = (int64_t)d;
-            return true;
-        }
-    }
-    return false;
+    /* "200.0", "2e2", or INT64_MIN (which overflows yajl's own integer
+     * parse): accept when the text is an exact integer within int64_t. */
+    return v->u.number.r != NULL && number_text_to_int64(v->u.number.r, out);
 }
 
 yajl_gen lg_json_gen_new(void)
@@ -134,17 +203,29 @@ yajl_gen lg_json_gen_new(void)
     if (g == NULL)
         return NULL;
     yajl_gen_config(g, yajl_gen_beautify, 0);
-    yajl_gen_config(g, yajl_gen_validate_utf8, 1);
+    /* Strings are validated strictly by lg_json_gen_str; yajl's weaker
+     * check would only scan them a second time. */
+    yajl_gen_config(g, yajl_gen_validate_utf8, 0);
     return g;
 }
 
 int lg_json_gen_cstr(yajl_gen g, const char *s)
 {
-    return yajl_gen_string(g, (const unsigned char *)s, strlen(s)) == yajl_gen_status_ok ? 0 : -1;
+    return lg_json_gen_str(g, s, strlen(s));
 }
 
 int lg_json_gen_str(yajl_gen g, const char *s, size_t n)
 {
+    /* yajl's own check only looks at byte patterns (it lets overlongs,
+     * surrogates and code points past U+10FFFF through): ours is strict.
+     * NUL is valid JSON text (written as \u0000): check around it. */
+    for (size_t i = 0; i < n;) {
+        const char *nul = memchr(s + i, '\0', n - i);
+        size_t end = nul ? (size_t)(nul - s) : n;
+        if (!lg_codec_utf8_valid(s + i, end - i))
+            return -1;
+        i = end + 1;
+    }
     return yajl_gen_string(g, (const unsigned char *)s, n) == yajl_gen_status_ok ? 0 : -1;
 }
 

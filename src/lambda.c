@@ -211,9 +211,16 @@ static void call_free(struct lg_lambda_call *call)
 
 static void pool_dispatch(struct pool *p);
 
-/* Deliver the outcome and free the call. */
+/* Deliver the outcome and free the call. The call is freed first (the
+ * callback may free what owns it), so a detail that points into the call
+ * is copied out beforehand. */
 static void call_complete(struct lg_lambda_call *call, struct lg_lambda_result *res)
 {
+    char detail[LG_ERR_LEN];
+    if (res->detail) {
+        snprintf(detail, sizeof(detail), "%s", res->detail);
+        res->detail = detail;
+    }
     res->duration_us = now_us() - call->start_us;
     lg_lambda_done_cb done = call->done;
     void *arg = call->arg;

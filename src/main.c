@@ -199,6 +199,10 @@ out:
     if (rc == 0)
         lg_log(LG_LOG_INFO, "stopped");
     lg_creds_provider_free(creds);
+    /* A fetch cancelled just now releases its connection from the loop:
+     * let that run before the loop goes away. */
+    if (ctl.base)
+        event_base_loop(ctl.base, EVLOOP_NONBLOCK);
     if (ev_term)
         event_free(ev_term);
     if (ev_int)

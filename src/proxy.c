@@ -377,7 +377,9 @@ void lg_proxy_handle(struct lg_req *req)
                                  on_lambda_done, req);
     lg_buf_free(&payload);
     if (req->call == NULL) {
-        respond_message(req, 503, "Service Unavailable", NULL, 0);
+        struct lg_http_header h;
+        header_set(&h, "Retry-After", "1", 1);
+        respond_message(req, 503, "Service Unavailable", &h, 1);
         return;
     }
     (*inflight)++;

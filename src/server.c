@@ -108,6 +108,7 @@ struct lg_worker {
 };
 
 struct lg_server {
+    atomic_bool stopping;
     struct lg_conf *conf;
     struct lg_creds_provider *creds;
     struct listen_sock *socks;
@@ -708,6 +709,8 @@ static void accept_error_cb(struct evconnlistener *listener, void *arg)
 {
     struct worker_listener *wl = arg;
     int err = EVUTIL_SOCKET_ERROR();
+    if (atomic_load(&wl->worker->server->stopping))
+        return; /* the socket was shut down to refuse new connections */
     /* EMFILE and friends: log and keep going; the listener stays armed. */
     lg_log(LG_LOG_WARN, "accept failed address=%s error=\"%s\"", wl->sock->text,
            evutil_socket_error_to_string(err));
@@ -947,6 +950,14 @@ int lg_server_start(struct lg_server *s, char *err, size_t errlen)
 
 void lg_server_stop(struct lg_server *s)
 {
+    if (atomic_exchange(&s->stopping, true))
+        return;
+    /* Refuse new connections now, including those already waiting in the
+     * backlog (they are reset), rather than letting them wait for the
+     * drain: Linux takes a listening socket out of LISTEN on shutdown().
+     * The descriptors are closed once every worker has let go of them. */
+    for (size_t i = 0; i < s->nsocks; i++)
+        shutdown(s->socks[i].fd, SHUT_RDWR);
     for (size_t i = 0; i < s->nworkers; i++) {
         if (s->workers[i].started)
             event_active(s->workers[i].stop_ev, EV_TIMEOUT, 1);

@@ -612,6 +612,9 @@ class State:
 # --------------------------------------------------------------------------
 
 class EmulatorHandler(http.server.BaseHTTPRequestHandler):
+    # Headers and body go out in separate writes: without TCP_NODELAY the
+    # second waits for the peer's delayed ACK (about 40 ms per invocation).
+    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"
     server_version = "lambda-emulator/1.0"
 

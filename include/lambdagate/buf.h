@@ -30,7 +30,8 @@ int lg_buf_vprintf(struct lg_buf *b, const char *fmt, va_list ap) LG_PRINTF(2, 0
  * change to b. */
 const char *lg_buf_cstr(const struct lg_buf *b);
 /* Take the contents: the caller frees the result with free(); b is left
- * empty. Returns NULL (and *len 0) when b is empty. */
+ * empty. Returns NULL (and *len 0) when b never held memory; a buffer that
+ * was emptied (lg_buf_reset) gives an allocated "". */
 char *lg_buf_steal(struct lg_buf *b, size_t *len);
 /* Forget the contents, keep the memory. */
 void lg_buf_reset(struct lg_buf *b);

@@ -8,6 +8,11 @@
 #include "lambdagate/buf.h"
 #include "lambdagate/lambdagate.h"
 
+/* The encoders and decoders below reserve their worst-case output in out
+ * before writing (decoding: 3/4 of the input plus 3; percent-decoding: the
+ * input's length; uri-encoding: 3 times it), so a bounded out must have
+ * room for that much, even when the result would be shorter. */
+
 /* Standard base64 (RFC 4648 section 4) with padding, appended to out. */
 int lg_codec_base64_encode(struct lg_buf *out, const void *in, size_t n) LG_WUR;
 /* Decode standard base64, appending to out. Strict: padding as required by

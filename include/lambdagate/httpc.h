@@ -102,12 +102,16 @@ struct lg_httpc_fetch;
 /* status 0 means no answer (error set). body is NUL-terminated. */
 typedef void (*lg_httpc_fetch_cb)(const struct lg_httpc_response *resp, const char *body,
                                   size_t body_len, void *arg);
-/* NULL with err set for a bad URL. cb runs exactly once, later, unless
- * the fetch is cancelled. */
+/* NULL with err set for a bad URL or a header name or value that is not
+ * valid on the wire. cb runs exactly once, later, unless the fetch is
+ * cancelled. */
 struct lg_httpc_fetch *lg_httpc_fetch(struct event_base *base, struct evdns_base *dns,
                                       const struct lg_httpc_fetch_request *req,
                                       lg_httpc_fetch_cb cb, void *arg, char *err, size_t errlen);
-/* Cancel: cb will not run. Accepts NULL. */
+/* Cancel: cb will not run. Accepts NULL, and a fetch inside its own
+ * callback (then it is freed when the callback returns). Its connection is
+ * released from the event loop: turn the loop once more before freeing the
+ * base. */
 void lg_httpc_fetch_cancel(struct lg_httpc_fetch *f);
 
 #endif

@@ -30,8 +30,9 @@ const char *lg_json_get_string(yajl_val obj, const char *key);
  * within the range of int64_t (no fraction, no exponent overflow). */
 bool lg_json_integer(yajl_val v, int64_t *out) LG_WUR;
 
-/* A generator for output that will be read by others: no indentation, and
- * strings must be valid UTF-8. Caller frees with yajl_gen_free(). */
+/* A generator for output that will be read by others: no indentation.
+ * Write strings with lg_json_gen_str/cstr, which refuse text that is not
+ * strictly valid UTF-8 (or holds NUL). Caller frees with yajl_gen_free(). */
 yajl_gen lg_json_gen_new(void);
 /* Shorthands that return 0 or -1 (yajl_gen_status other than ok). */
 int lg_json_gen_cstr(yajl_gen g, const char *s) LG_WUR;

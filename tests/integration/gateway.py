@@ -105,6 +105,15 @@ def clean_aws_env(env=None):
     return env
 
 
+def daemon_env(extra=None):
+    """The daemon's environment: the runner's without AWS settings (see
+    clean_aws_env), plus what the test gives in extra (AWS_* included)."""
+    env = clean_aws_env()
+    if extra:
+        env.update(extra)
+    return env
+
+
 class Gateway:
     def __init__(self, proc, workdir, config_path, config, stderr_path, access_log_path):
         self.proc = proc
@@ -215,7 +224,8 @@ class Gateway:
 
 
 def start_gateway(config, env=None, workdir=None, timeout=15, access_log=True, args=()):
-    """Write config to a file and run lambdagate on it until its listeners accept."""
+    """Write config to a file and run lambdagate on it until its listeners accept.
+    env: variables added to the daemon's clean environment (see daemon_env)."""
     workdir = workdir or tempfile.mkdtemp(prefix="lambdagate-test-")
     config = dict(config)
     access_log_path = None
@@ -230,7 +240,7 @@ def start_gateway(config, env=None, workdir=None, timeout=15, access_log=True, a
     stderr_path = os.path.join(workdir, "stderr.log")
     stderr = open(stderr_path, "w")
     proc = subprocess.Popen([binary(), "-c", config_path, *args], stdout=subprocess.DEVNULL,
-                            stderr=stderr, env=sanitizer_env(clean_aws_env(env)),
+                            stderr=stderr, env=sanitizer_env(daemon_env(env)),
                             cwd=workdir)
     stderr.close()
     gw = Gateway(proc, workdir, config_path, config, stderr_path, access_log_path)
@@ -275,6 +285,10 @@ def base_config(emu, routes, port=None, **top):
             "timeout_ms": 10000,
         },
         "routes": routes,
+        # Tests that are not about throttling must not be throttled by the
+        # contract's defaults (10/s per identity, 100/s per IP).
+        "throttle": {"default": None},
+        "limits": {"per_ip": None},
     }
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):

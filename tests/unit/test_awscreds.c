@@ -971,6 +971,15 @@ START_TEST(test_chain_web_identity_errors)
     provider_fails(conf, "region eu-west-1/../evil is not a valid AWS region name");
     setenv("AWS_ENDPOINT_URL_STS", "ftp://sts.example.com", 1);
     provider_fails(conf, "AWS_ENDPOINT_URL_STS: URL must start with http:// or https://");
+    char long_url[600];
+    memset(long_url, 'a', sizeof(long_url) - 1);
+    long_url[sizeof(long_url) - 1] = '\0';
+    memcpy(long_url, "https://", 8);
+    setenv("AWS_ENDPOINT_URL_STS", long_url, 1);
+    provider_fails(conf, "AWS_ENDPOINT_URL_STS is longer than 512 bytes");
+    unsetenv("AWS_WEB_IDENTITY_TOKEN_FILE");
+    setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", long_url, 1);
+    provider_fails(conf, "AWS_EC2_METADATA_SERVICE_ENDPOINT is longer than 512 bytes");
     conf_free(conf);
 }
 END_TEST
