@@ -330,8 +330,29 @@ int lg_http_parse_request_head(const char *block, size_t len, struct lg_http_hea
         if (c <= 0x20 || c >= 0x7f)
             return -1;
     }
-    if (h->target[0] != '/')
-        return -1; /* origin-form only: we are not a forward proxy */
+    if (h->target[0] != '/') {
+        /* absolute-form, which servers must accept (RFC 9112 section 3.2.2):
+         * the path (and query) after the authority is what we route. */
+        const char *t = h->target;
+        size_t n = h->target_len;
+        size_t skip = n > 7 && strncasecmp(t, "http://", 7) == 0    ? 7
+                      : n > 8 && strncasecmp(t, "https://", 8) == 0 ? 8
+                                                                    : 0;
+        if (skip == 0)
+            return -1; /* authority-form (CONNECT) and "*": not served */
+        const char *slash = memchr(t + skip, '/', n - skip);
+        const char *quest = memchr(t + skip, '?', n - skip);
+        if (slash == NULL || (quest && quest < slash)) {
+            h->target = "/";
+            h->target_len = 1;
+            if (quest) { /* "http://host?q": no path but a query */
+                return -1;
+            }
+        } else {
+            h->target_len = n - (size_t)(slash - t);
+            h->target = slash;
+        }
+    }
     int minor = parse_version(version, version_len);
     if (minor == -2) {
         *status = 505;

@@ -172,6 +172,7 @@ int lg_httpc_parse_url(const char *url, struct lg_httpc_url *out, char *err, siz
 /* ---------------------------------------------------------------------- */
 
 #include <errno.h>
+#include <sys/socket.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -218,6 +219,17 @@ struct lg_httpc_conn {
     bool connected;
     uint64_t served;
 
+    /* Connecting: our own resolution, so that every address is tried in
+     * turn and a lookup can be cancelled when the connection goes away. */
+    struct evdns_getaddrinfo_request *dns_req;
+    bool resolving;
+    bool release_after_dns; /* freed while resolving: the DNS callback releases */
+    struct evutil_addrinfo *addrs;
+    struct evutil_addrinfo *next_addr;
+    char connect_error[LG_ERR_LEN];
+    struct evbuffer *pending; /* the request, until the connection is up */
+    size_t request_len;       /* bytes of the request in flight */
+
     lg_httpc_done_cb done;
     void *done_arg;
     lg_httpc_closed_cb closed;
@@ -244,6 +256,8 @@ struct lg_httpc_conn {
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+static void connect_next(struct lg_httpc_conn *c);
+static void conn_break(struct lg_httpc_conn *c, bool notify);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
 
 struct lg_httpc_conn *lg_httpc_conn_new(struct event_base *base, struct evdns_base *dns,
@@ -260,8 +274,10 @@ struct lg_httpc_conn *lg_httpc_conn_new(struct event_base *base, struct evdns_ba
     c->host = strdup(target->host);
     c->head = malloc(sizeof(*c->head));
     c->body = evbuffer_new();
+    c->pending = evbuffer_new();
     c->timer = evtimer_new(base, conn_timer_cb, c);
-    if (c->host == NULL || c->head == NULL || c->body == NULL || c->timer == NULL) {
+    if (c->host == NULL || c->head == NULL || c->body == NULL || c->pending == NULL ||
+        c->timer == NULL) {
         lg_httpc_conn_free(c);
         return NULL;
     }
@@ -270,6 +286,17 @@ struct lg_httpc_conn *lg_httpc_conn_new(struct event_base *base, struct evdns_ba
     else
         c->ssl_ctx = NULL;
     return c;
+}
+
+static void conn_release(evutil_socket_t fd, short what, void *arg);
+
+/* Release on a zero timer: this may run inside one of c's own callbacks,
+ * which still touch c (and its bufferevent) after we return. */
+static void release_soon(struct lg_httpc_conn *c)
+{
+    struct timeval zero = {0, 0};
+    if (event_base_once(c->base, -1, EV_TIMEOUT, conn_release, c, &zero) != 0)
+        conn_release(-1, 0, c); /* no memory for the timer: nothing better to do */
 }
 
 static void conn_release(evutil_socket_t fd, short what, void *arg)
@@ -281,6 +308,10 @@ static void conn_release(evutil_socket_t fd, short what, void *arg)
         event_free(c->timer);
     if (c->body)
         evbuffer_free(c->body);
+    if (c->pending)
+        evbuffer_free(c->pending);
+    if (c->addrs)
+        evutil_freeaddrinfo(c->addrs);
     if (c->ssl_ctx)
         SSL_CTX_free(c->ssl_ctx);
     free(c->head_block);
@@ -300,11 +331,14 @@ void lg_httpc_conn_free(struct lg_httpc_conn *c)
     }
     if (c->timer)
         event_del(c->timer);
-    /* Release on a zero timer: this may run inside one of c's own callbacks,
-     * which still touch c (and its bufferevent) after we return. */
-    struct timeval zero = {0, 0};
-    if (event_base_once(c->base, -1, EV_TIMEOUT, conn_release, c, &zero) != 0)
-        conn_release(-1, 0, c); /* no memory for the timer: nothing better to do */
+    if (c->resolving) {
+        /* The lookup's callback still has c: it runs (with a cancel
+         * result) after this, and releases c then. */
+        c->release_after_dns = true;
+        evdns_getaddrinfo_cancel(c->dns_req);
+        return;
+    }
+    release_soon(c);
 }
 
 void lg_httpc_conn_set_closed_cb(struct lg_httpc_conn *c, lg_httpc_closed_cb cb, void *arg)
@@ -316,6 +350,25 @@ void lg_httpc_conn_set_closed_cb(struct lg_httpc_conn *c, lg_httpc_closed_cb cb,
 bool lg_httpc_conn_idle(const struct lg_httpc_conn *c)
 {
     return c->state == CONN_IDLE || c->state == CONN_FRESH;
+}
+
+bool lg_httpc_conn_usable(struct lg_httpc_conn *c)
+{
+    if (c->state == CONN_FRESH)
+        return true;
+    if (c->state != CONN_IDLE)
+        return false;
+    /* The peer may have closed (FIN, or a TLS alert) while the loop has
+     * not read it yet: look at the socket before sending on it, since a
+     * request sent into a closing connection is lost and cannot safely be
+     * sent again. */
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    char byte;
+    ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return true;
+    conn_break(c, false);
+    return false;
 }
 
 uint64_t lg_httpc_conn_served(const struct lg_httpc_conn *c)
@@ -418,6 +471,8 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     struct lg_httpc_conn *c = arg;
     if (what & BEV_EVENT_CONNECTED) {
         c->connected = true;
+        if (c->state == CONN_BUSY && bufferevent_write_buffer(bev, c->pending) != 0)
+            conn_finish(c, LG_HTTPC_IO, "cannot queue the request", false);
         return;
     }
     if (c->state == CONN_IDLE) {
@@ -436,17 +491,11 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         describe_tls_failure(c, text, sizeof(text));
     int err = EVUTIL_SOCKET_ERROR();
     if (!c->connected) {
-        if (text[0] == '\0') {
-            int dns_err = bufferevent_socket_get_dns_error(bev);
-            if (dns_err)
-                snprintf(text, sizeof(text), "cannot resolve %s: %s", c->host,
-                         evutil_gai_strerror(dns_err));
-            else
-                snprintf(text, sizeof(text), "cannot connect to %s:%u: %s", c->host, c->port,
-                         err ? evutil_socket_error_to_string(err) : "connection closed");
-        }
-        snprintf(c->error_text, sizeof(c->error_text), "%s", text);
-        conn_finish(c, LG_HTTPC_CONNECT, c->error_text, false);
+        if (text[0] == '\0')
+            snprintf(text, sizeof(text), "cannot connect to %s:%u: %s", c->host, c->port,
+                     err ? evutil_socket_error_to_string(err) : "connection closed");
+        snprintf(c->connect_error, sizeof(c->connect_error), "%s", text);
+        connect_next(c); /* the next address, or the failure */
         return;
     }
     if (text[0] == '\0')
@@ -454,9 +503,12 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
                  (what & BEV_EVENT_EOF) ? "closed before the answer was complete"
                                         : "failed while waiting for the answer");
     snprintf(c->error_text, sizeof(c->error_text), "%s", text);
-    /* Nothing of the answer came back on a connection that had served:
-     * the server closed an idle connection as we reused it. */
-    bool retryable = c->served > 0 && !c->got_bytes;
+    /* Safe to send again only when not one byte of the request left us
+     * (the rule of Go's http.Transport for requests that are not
+     * idempotent): a request the server may have received, even without
+     * answering, could run twice. */
+    bool retryable = c->served > 0 && !c->got_bytes &&
+                     evbuffer_get_length(bufferevent_get_output(bev)) >= c->request_len;
     conn_finish(c, LG_HTTPC_IO, c->error_text, retryable);
 }
 
@@ -595,6 +647,79 @@ static void fail_soon(struct lg_httpc_conn *c, enum lg_httpc_error e, const char
     event_active(c->timer, EV_TIMEOUT, 1);
 }
 
+/* Connect to the next resolved address (a new bufferevent, and a new TLS
+ * session, each time), or fail the request when none is left. */
+static void connect_next(struct lg_httpc_conn *c)
+{
+    while (c->next_addr) {
+        struct evutil_addrinfo *ai = c->next_addr;
+        c->next_addr = ai->ai_next;
+        if (c->bev) {
+            bufferevent_free(c->bev); /* safe inside its callbacks: refcounted */
+            c->bev = NULL;
+        }
+        c->connected = false;
+        if (c->tls) {
+            char err[LG_ERR_LEN];
+            SSL *ssl = lg_tls_client_ssl_new(c->ssl_ctx, c->host, err, sizeof(err));
+            if (ssl == NULL) {
+                fail_soon(c, LG_HTTPC_CONNECT, err);
+                return;
+            }
+            /* On failure libevent frees ssl itself (BEV_OPT_CLOSE_ON_FREE). */
+            c->bev =
+                bufferevent_openssl_socket_new(c->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                               BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+            if (c->bev)
+                bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+        } else {
+            c->bev = bufferevent_socket_new(c->base, -1,
+                                            BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+        }
+        if (c->bev == NULL) {
+            fail_soon(c, LG_HTTPC_CONNECT, "cannot create a connection");
+            return;
+        }
+        bufferevent_setcb(c->bev, conn_read_cb, NULL, conn_event_cb, c);
+        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+        if (bufferevent_socket_connect(c->bev, ai->ai_addr, (int)ai->ai_addrlen) == 0)
+            return; /* CONNECTED or an error event follows */
+        int err = EVUTIL_SOCKET_ERROR();
+        snprintf(c->connect_error, sizeof(c->connect_error), "cannot connect to %s:%u: %s", c->host,
+                 c->port, evutil_socket_error_to_string(err));
+    }
+    fail_soon(c, LG_HTTPC_CONNECT,
+              c->connect_error[0] ? c->connect_error : "no address to connect to");
+}
+
+static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct lg_httpc_conn *c = arg;
+    c->resolving = false;
+    c->dns_req = NULL;
+    if (c->state == CONN_FREEING) {
+        if (res)
+            evutil_freeaddrinfo(res);
+        if (c->release_after_dns)
+            release_soon(c);
+        return;
+    }
+    if (result != 0 || res == NULL) {
+        char text[LG_ERR_LEN];
+        snprintf(text, sizeof(text), "cannot resolve %s: %s", c->host,
+                 evutil_gai_strerror(result ? result : EVUTIL_EAI_NONAME));
+        if (res)
+            evutil_freeaddrinfo(res);
+        fail_soon(c, LG_HTTPC_CONNECT, text);
+        return;
+    }
+    if (c->addrs)
+        evutil_freeaddrinfo(c->addrs);
+    c->addrs = res;
+    c->next_addr = res;
+    connect_next(c);
+}
+
 int lg_httpc_conn_send(struct lg_httpc_conn *c, struct evbuffer *request, bool is_head,
                        int64_t timeout_ms, size_t max_body, lg_httpc_done_cb done, void *arg)
 {
@@ -610,46 +735,47 @@ int lg_httpc_conn_send(struct lg_httpc_conn *c, struct evbuffer *request, bool i
     c->max_body = max_body;
     c->pending_error = LG_HTTPC_OK;
 
+    c->request_len = evbuffer_get_length(request);
+    struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)((timeout_ms % 1000) * 1000)};
+    event_add(c->timer, &tv);
     if (fresh) {
-        SSL *ssl = NULL;
-        if (c->tls) {
-            char err[LG_ERR_LEN];
-            ssl = lg_tls_client_ssl_new(c->ssl_ctx, c->host, err, sizeof(err));
-            if (ssl == NULL) {
-                fail_soon(c, LG_HTTPC_CONNECT, err);
-                return 0;
-            }
-            c->bev =
-                bufferevent_openssl_socket_new(c->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
-                                               BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-            if (c->bev == NULL)
-                SSL_free(ssl);
-            else
-                bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
-        } else {
-            c->bev = bufferevent_socket_new(c->base, -1,
-                                            BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-        }
-        if (c->bev == NULL) {
-            fail_soon(c, LG_HTTPC_CONNECT, "cannot create a connection");
+        /* Held until connected: a failed address is retried on the next. */
+        evbuffer_drain(c->pending, evbuffer_get_length(c->pending));
+        if (evbuffer_add_buffer(c->pending, request) != 0) {
+            fail_soon(c, LG_HTTPC_IO, "cannot queue the request");
             return 0;
         }
-        bufferevent_setcb(c->bev, conn_read_cb, NULL, conn_event_cb, c);
-        if (bufferevent_socket_connect_hostname(c->bev, c->dns, AF_UNSPEC, c->host, c->port) != 0) {
-            char text[LG_ERR_LEN];
-            snprintf(text, sizeof(text), "cannot connect to %s:%u", c->host, c->port);
-            fail_soon(c, LG_HTTPC_CONNECT, text);
+        c->connect_error[0] = '\0';
+        char port[8];
+        snprintf(port, sizeof(port), "%u", c->port);
+        struct evutil_addrinfo hints;
+        memset(&hints, 0, sizeof(hints));
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_protocol = IPPROTO_TCP;
+        hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
+        if (c->dns == NULL) {
+            /* No resolver (tests with address literals): the system's
+             * getaddrinfo, which does not block for a numeric host. */
+            struct evutil_addrinfo *res = NULL;
+            int rc = evutil_getaddrinfo(c->host, port, &hints, &res);
+            dns_cb(rc, res, c);
             return 0;
         }
+        c->resolving = true;
+        /* A numeric host or a cached answer calls dns_cb before this
+         * returns (then no request handle is kept). */
+        struct evdns_getaddrinfo_request *r =
+            evdns_getaddrinfo(c->dns, c->host, port, &hints, dns_cb, c);
+        if (c->resolving)
+            c->dns_req = r;
+        return 0;
     }
-    /* Written now, sent once the connection (and handshake) is up. */
     if (bufferevent_write_buffer(c->bev, request) != 0) {
         fail_soon(c, LG_HTTPC_IO, "cannot queue the request");
         return 0;
     }
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)((timeout_ms % 1000) * 1000)};
-    event_add(c->timer, &tv);
     return 0;
 }
 

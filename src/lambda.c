@@ -248,6 +248,7 @@ static void call_fail_soon(struct lg_lambda_call *call, enum lg_lambda_outcome o
 }
 
 static void send_on(struct lg_lambda_call *call, struct pooled_conn *pc);
+static void arm(struct lg_lambda_call *call, int64_t us);
 
 /* Parse Retry-After as whole seconds (Lambda sends seconds). */
 static int64_t parse_retry_after(const struct lg_http_head *h)
@@ -378,11 +379,17 @@ static void pool_dispatch(struct pool *p)
     while (p->wait_head) {
         struct lg_lambda_call *call = p->wait_head;
         struct pooled_conn *free_pc = NULL;
-        for (struct pooled_conn *pc = p->conns; pc; pc = pc->next) {
+        struct pooled_conn *pc = p->conns;
+        while (pc) {
+            struct pooled_conn *next = pc->next;
             if (pc->call == NULL && lg_httpc_conn_idle(pc->conn)) {
-                free_pc = pc;
-                break;
+                if (lg_httpc_conn_usable(pc->conn)) {
+                    free_pc = pc;
+                    break;
+                }
+                pool_remove(p, pc); /* closed by the upstream meanwhile */
             }
+            pc = next;
         }
         if (free_pc == NULL) {
             if ((int64_t)p->nconns >= call->conf->lambda.max_connections)
@@ -417,7 +424,10 @@ static void send_on(struct lg_lambda_call *call, struct pooled_conn *pc)
     const struct lg_conf_endpoint *ep = route->endpoint;
     struct lg_creds *creds = lg_creds_provider_get(c->creds);
     if (creds == NULL) {
-        call_fail_soon(call, LG_LAMBDA_ERROR, "AWS credentials expired and not yet refreshed");
+        /* Expired with the refresh late: wait for it as on the first
+         * fetch, within the deadline; the connection stays in the pool. */
+        call->state = CALL_WAIT_CREDS;
+        arm(call, CREDS_POLL_MS * 1000);
         return;
     }
     const char *invocation = route->invocation == LG_INVOKE_ASYNC ? "Event" : "RequestResponse";

@@ -1,7 +1,9 @@
 /* main.c - options, signals, workers; everything else lives in the library. */
 #include "config.h"
 
+#include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,12 +123,29 @@ int main(int argc, char **argv)
         return 1;
     }
     if (check_only) {
+        /* What the daemon would open at start is checked too, as nginx -t
+         * does: an access log it cannot open fails the check. */
+        char err[LG_ERR_LEN];
+        if (lg_log_access_open(conf->access_log, err, sizeof(err)) != 0) {
+            fprintf(stderr, "%s: %s\n", path, err);
+            lg_conf_unref(conf);
+            return 1;
+        }
+        lg_log_access_close();
         printf("configuration OK\n");
         lg_conf_unref(conf);
         return 0;
     }
 
     signal(SIGPIPE, SIG_IGN);
+    /* Every client and upstream connection is a descriptor: use all the
+     * hard limit allows (nginx's worker_rlimit_nofile). */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            lg_log(LG_LOG_WARN, "cannot raise the open file limit");
+    }
     if (evthread_use_pthreads() != 0) {
         lg_log(LG_LOG_ERROR, "cannot enable libevent threading");
         lg_conf_unref(conf);
@@ -196,6 +215,16 @@ out:
     /* Joins the workers: in-flight requests finish first (bounded by
      * shutdown_timeout_ms). */
     lg_server_free(server);
+    /* Only this thread is left. Freeing a signal event restores the action
+     * saved when it was added (the default, which kills): block the signals
+     * so that a late SIGTERM cannot end the process mid-teardown. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGHUP);
+    sigaddset(&stop_signals, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     if (rc == 0)
         lg_log(LG_LOG_INFO, "stopped");
     lg_creds_provider_free(creds);

@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,17 @@
 
 /* Backlog of each listening socket. */
 #define LISTEN_BACKLOG 1024
+/* After an error answer, how long and how much we keep reading (and
+ * dropping) what the client still sends before closing: closing with unread
+ * data makes the kernel send a reset that can destroy our answer before the
+ * client reads it (nginx's lingering close). */
+#define LINGER_MS        2000
+#define LINGER_MAX_BYTES (1024 * 1024)
+/* How long accepting pauses when the process is out of descriptors. */
+#define ACCEPT_PAUSE_MS 250
+/* Longest path and method text written to the access log. */
+#define LOG_PATH_MAX   2048
+#define LOG_METHOD_MAX 32
 
 /* A bound listening socket, shared by the workers. */
 struct listen_sock {
@@ -59,6 +71,7 @@ enum conn_phase {
     PHASE_PROCESS,  /* the request is in the pipeline */
     PHASE_WRITING,  /* the answer is being written; then the next request */
     PHASE_CLOSING,  /* the last answer is being written; then close */
+    PHASE_LINGER,   /* after an error answer: drop input until EOF or LINGER_MS */
 };
 
 struct lg_conn {
@@ -76,6 +89,8 @@ struct lg_conn {
     struct lg_http_chunked chunked;
     size_t body_total;
     bool closed; /* released; waiting in the graveyard */
+    bool linger; /* close through PHASE_LINGER (an error answer) */
+    size_t lingered;
     struct lg_conn *grave_next;
 };
 
@@ -100,6 +115,8 @@ struct lg_worker {
     struct event *stop_ev;
     struct event *drain_timer;
     struct event *reaper;
+    struct event *accept_resume; /* re-enables listeners after EMFILE */
+    bool accept_paused;
     bool draining;
     struct lg_conn *conns;
     size_t nconns;
@@ -109,6 +126,7 @@ struct lg_worker {
 
 struct lg_server {
     atomic_bool stopping;
+    atomic_long nconns; /* open client connections of all workers */
     struct lg_conf *conf;
     struct lg_creds_provider *creds;
     struct listen_sock *socks;
@@ -175,6 +193,70 @@ static void req_free(struct lg_req *req)
     free(req);
 }
 
+/* Write the RFC 3339 time with milliseconds of ms into out. */
+static void format_rfc3339(int64_t ms, char out[32])
+{
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 32 - n, ".%03dZ", (int)(ms % 1000));
+}
+
+/* One JSON line per answered request (CONTRACT section 7): never a token,
+ * key, query string or body. */
+static void access_log(struct lg_req *req)
+{
+    if (!lg_log_access_enabled())
+        return;
+    struct lg_buf b;
+    lg_buf_init(&b, 65536);
+    char when[32];
+    format_rfc3339(req->time_ms, when);
+    int64_t dur_us = mono_us() - req->start_us;
+    int rc =
+        lg_buf_printf(&b, "{\"time\":\"%s\",\"request_id\":\"%s\",\"remote_addr\":", when, req->id);
+    rc |= lg_json_append_string(&b, req->source_ip, strlen(req->source_ip));
+    /* Client text is cut to a bound, so that a line can never be too long
+     * to write: every request that reached the pipeline is logged. */
+    size_t mlen = req->head.method ? req->head.method_len : 0;
+    size_t plen = req->path ? req->path_len : 0;
+    rc |= lg_buf_puts(&b, ",\"method\":");
+    rc |= lg_json_append_string(&b, req->head.method ? req->head.method : "",
+                                mlen < LOG_METHOD_MAX ? mlen : LOG_METHOD_MAX);
+    rc |= lg_buf_puts(&b, ",\"path\":");
+    rc |= lg_json_append_string(&b, req->path ? req->path : "",
+                                plen < LOG_PATH_MAX ? plen : LOG_PATH_MAX);
+    if (plen > LOG_PATH_MAX)
+        rc |= lg_buf_puts(&b, ",\"path_truncated\":true");
+    rc |= lg_buf_puts(&b, ",\"route\":");
+    if (req->route)
+        rc |= lg_json_append_string(&b, req->route->route_key, strlen(req->route->route_key));
+    else
+        rc |= lg_buf_puts(&b, "null");
+    rc |= lg_buf_printf(&b, ",\"status\":%d,\"bytes\":%zu,\"duration_ms\":%.3f,\"lambda_ms\":",
+                        req->status, req->bytes, (double)dur_us / 1000.0);
+    if (req->lambda_us >= 0)
+        rc |= lg_buf_printf(&b, "%.3f", (double)req->lambda_us / 1000.0);
+    else
+        rc |= lg_buf_puts(&b, "null");
+    rc |= lg_buf_puts(&b, ",\"identity\":");
+    if (req->identity)
+        rc |= lg_json_append_string(&b, req->identity, strlen(req->identity));
+    else
+        rc |= lg_buf_puts(&b, "null");
+    rc |= lg_buf_puts(&b, ",\"cache\":");
+    if (req->cache)
+        rc |= lg_json_append_string(&b, req->cache, strlen(req->cache));
+    else
+        rc |= lg_buf_puts(&b, "null");
+    rc |= lg_buf_printf(&b, ",\"throttled\":%s,\"worker\":%zu}", req->throttled ? "true" : "false",
+                        req->worker->id);
+    if (rc == 0)
+        lg_log_access_write(b.data, b.len);
+    lg_buf_free(&b);
+}
+
 /* Release a connection. Freed by the worker's reaper on the next loop
  * turn, since this runs inside the connection's own callbacks. */
 static void conn_close(struct lg_conn *c)
@@ -184,12 +266,18 @@ static void conn_close(struct lg_conn *c)
     c->closed = true;
     struct lg_worker *w = c->worker;
     if (c->req) {
-        /* The client left with a request in the pipeline. */
-        if (c->phase == PHASE_PROCESS)
+        /* The client left with a request in the pipeline: it is logged
+         * as 499 (nginx's "client closed request"), since the function may
+         * well have run. */
+        if (c->phase == PHASE_PROCESS) {
             lg_proxy_abort(c->req);
+            c->req->status = 499;
+            access_log(c->req);
+        }
         req_free(c->req);
         c->req = NULL;
     }
+    atomic_fetch_sub(&w->server->nconns, 1);
     bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     event_del(c->timer);
@@ -218,63 +306,6 @@ static void reaper_cb(evutil_socket_t fd, short what, void *arg)
         free(c);
         c = next;
     }
-}
-
-/* Write the RFC 3339 time with milliseconds of ms into out. */
-static void format_rfc3339(int64_t ms, char out[32])
-{
-    time_t secs = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, 32 - n, ".%03dZ", (int)(ms % 1000));
-}
-
-/* One JSON line per answered request (CONTRACT section 7): never a token,
- * key, query string or body. */
-static void access_log(struct lg_req *req)
-{
-    if (!lg_log_access_enabled())
-        return;
-    struct lg_buf b;
-    lg_buf_init(&b, 16384);
-    char when[32];
-    format_rfc3339(req->time_ms, when);
-    int64_t dur_us = mono_us() - req->start_us;
-    int rc =
-        lg_buf_printf(&b, "{\"time\":\"%s\",\"request_id\":\"%s\",\"remote_addr\":", when, req->id);
-    rc |= lg_json_append_string(&b, req->source_ip, strlen(req->source_ip));
-    rc |= lg_buf_puts(&b, ",\"method\":");
-    rc |= lg_json_append_string(&b, req->head.method ? req->head.method : "",
-                                req->head.method ? req->head.method_len : 0);
-    rc |= lg_buf_puts(&b, ",\"path\":");
-    rc |= lg_json_append_string(&b, req->path ? req->path : "", req->path ? req->path_len : 0);
-    rc |= lg_buf_puts(&b, ",\"route\":");
-    if (req->route)
-        rc |= lg_json_append_string(&b, req->route->route_key, strlen(req->route->route_key));
-    else
-        rc |= lg_buf_puts(&b, "null");
-    rc |= lg_buf_printf(&b, ",\"status\":%d,\"bytes\":%zu,\"duration_ms\":%.3f,\"lambda_ms\":",
-                        req->status, req->bytes, (double)dur_us / 1000.0);
-    if (req->lambda_us >= 0)
-        rc |= lg_buf_printf(&b, "%.3f", (double)req->lambda_us / 1000.0);
-    else
-        rc |= lg_buf_puts(&b, "null");
-    rc |= lg_buf_puts(&b, ",\"identity\":");
-    if (req->identity)
-        rc |= lg_json_append_string(&b, req->identity, strlen(req->identity));
-    else
-        rc |= lg_buf_puts(&b, "null");
-    rc |= lg_buf_puts(&b, ",\"cache\":");
-    if (req->cache)
-        rc |= lg_json_append_string(&b, req->cache, strlen(req->cache));
-    else
-        rc |= lg_buf_puts(&b, "null");
-    rc |= lg_buf_printf(&b, ",\"throttled\":%s,\"worker\":%zu}", req->throttled ? "true" : "false",
-                        req->worker->id);
-    if (rc == 0)
-        lg_log_access_write(b.data, b.len);
-    lg_buf_free(&b);
 }
 
 static struct lg_req *req_new(struct lg_conn *c)
@@ -335,7 +366,11 @@ void lg_req_respond(struct lg_req *req, int status, const struct lg_http_header 
         evbuffer_add(out, headers[i].value, headers[i].value_len);
         evbuffer_add(out, "\r\n", 2);
     }
+    /* 204 and 304 have no body and no length; 205 must not carry content
+     * (RFC 9110 section 15.3.6), so its length is 0. */
     bool no_body = status == 204 || status == 304 || (status >= 100 && status < 200);
+    if (status == 205)
+        body_len = 0;
     evbuffer_add_printf(out, "x-request-id: %s\r\nDate: %s\r\n", req->id, date);
     if (!no_body)
         evbuffer_add_printf(out, "Content-Length: %zu\r\n", body_len);
@@ -404,6 +439,7 @@ static void conn_fail(struct lg_conn *c, int status, const char *message)
     }
     req->head.keep_alive = false;
     c->phase = PHASE_CLOSING;
+    c->linger = true;
     event_del(c->timer);
     lg_log_req(LG_LOG_INFO, req->id, "refused request status=%d reason=\"%s\" client=%s", status,
                message, c->ip);
@@ -558,11 +594,41 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         /* Pipelined bytes wait in the buffer (bounded by the watermark). */
         break;
     case PHASE_WRITING:
+        break;
     case PHASE_CLOSING:
-        if (c->phase == PHASE_CLOSING)
-            evbuffer_drain(in, evbuffer_get_length(in));
+        evbuffer_drain(in, evbuffer_get_length(in));
+        break;
+    case PHASE_LINGER: {
+        size_t n = evbuffer_get_length(in);
+        evbuffer_drain(in, n);
+        c->lingered += n;
+        if (c->lingered > LINGER_MAX_BYTES)
+            conn_close(c);
         break;
     }
+    }
+}
+
+/* The error answer is out: tell the client we are done (FIN, or TLS
+ * close_notify), then drop what it still sends until it closes, for at most
+ * LINGER_MS and LINGER_MAX_BYTES. */
+static void conn_linger(struct lg_conn *c)
+{
+    c->phase = PHASE_LINGER;
+    c->lingered = 0;
+    if (c->sock->tls) {
+        /* The output is flushed, so close_notify goes after the answer. */
+        SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+        if (ssl && SSL_shutdown(ssl) < 0)
+            ERR_clear_error();
+    } else {
+        shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    }
+    evbuffer_drain(bufferevent_get_input(c->bev),
+                   evbuffer_get_length(bufferevent_get_input(c->bev)));
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+    bufferevent_enable(c->bev, EV_READ);
+    arm_ms(c->timer, LINGER_MS);
 }
 
 /* The answer has been written: close, or read the next request. */
@@ -570,11 +636,19 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 {
     struct lg_conn *c = arg;
     if (c->phase == PHASE_CLOSING) {
-        conn_close(c);
+        if (c->linger)
+            conn_linger(c);
+        else
+            conn_close(c);
         return;
     }
     if (c->phase != PHASE_WRITING)
         return;
+    if (c->worker->draining) {
+        /* Stopping: a keep-alive connection ends after a complete answer. */
+        conn_close(c);
+        return;
+    }
     const struct lg_conf *conf = c->worker->conf;
     bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
     bufferevent_enable(c->bev, EV_READ);
@@ -626,6 +700,9 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
     case PHASE_BODY:
         conn_fail(c, 408, "Request Timeout");
         break;
+    case PHASE_LINGER:
+        conn_close(c);
+        break;
     default:
         break;
     }
@@ -641,10 +718,17 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struc
         evutil_closesocket(fd);
         return;
     }
+    /* limits.max_connections: refused here, before any memory is spent. */
+    if (atomic_fetch_add(&w->server->nconns, 1) >= w->conf->limits.max_connections) {
+        atomic_fetch_sub(&w->server->nconns, 1);
+        evutil_closesocket(fd);
+        return;
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct lg_conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
+        atomic_fetch_sub(&w->server->nconns, 1);
         evutil_closesocket(fd);
         return;
     }
@@ -664,15 +748,15 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struc
         SSL *ssl = SSL_new(sock->ssl_ctx);
         if (ssl == NULL) {
             ERR_clear_error();
+            atomic_fetch_sub(&w->server->nconns, 1);
             evutil_closesocket(fd);
             free(c);
             return;
         }
+        /* On failure libevent frees ssl itself (BEV_OPT_CLOSE_ON_FREE). */
         c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                                 BEV_OPT_CLOSE_ON_FREE);
-        if (c->bev == NULL)
-            SSL_free(ssl);
-        else
+        if (c->bev != NULL)
             bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
     } else {
         c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
@@ -686,6 +770,7 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struc
         if (c->timer)
             event_free(c->timer);
         free(c);
+        atomic_fetch_sub(&w->server->nconns, 1);
         return;
     }
     c->next = w->conns;
@@ -705,13 +790,39 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struc
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct lg_worker *w = arg;
+    w->accept_paused = false;
+    for (size_t i = 0; i < w->nlisteners && !w->draining; i++) {
+        if (w->listeners[i].listener)
+            evconnlistener_enable(w->listeners[i].listener);
+    }
+}
+
 static void accept_error_cb(struct evconnlistener *listener, void *arg)
 {
     struct worker_listener *wl = arg;
+    struct lg_worker *w = wl->worker;
     int err = EVUTIL_SOCKET_ERROR();
-    if (atomic_load(&wl->worker->server->stopping))
+    if (atomic_load(&w->server->stopping))
         return; /* the socket was shut down to refuse new connections */
-    /* EMFILE and friends: log and keep going; the listener stays armed. */
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        /* The pending connection stays readable: accepting again at once
+         * would spin. Pause this worker's listeners for a moment. */
+        if (!w->accept_paused) {
+            lg_log(LG_LOG_WARN, "accept paused address=%s error=\"%s\" pause_ms=%d open=%ld",
+                   wl->sock->text, evutil_socket_error_to_string(err), ACCEPT_PAUSE_MS,
+                   (long)atomic_load(&w->server->nconns));
+            w->accept_paused = true;
+            for (size_t i = 0; i < w->nlisteners; i++) {
+                if (w->listeners[i].listener)
+                    evconnlistener_disable(w->listeners[i].listener);
+            }
+            arm_ms(w->accept_resume, ACCEPT_PAUSE_MS);
+        }
+        return;
+    }
     lg_log(LG_LOG_WARN, "accept failed address=%s error=\"%s\"", wl->sock->text,
            evutil_socket_error_to_string(err));
 }
@@ -755,6 +866,7 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
     if (w->draining)
         return;
     w->draining = true;
+    event_del(w->accept_resume);
     worker_close_listeners(w);
     struct lg_conn *c = w->conns;
     while (c) {
@@ -795,6 +907,8 @@ static void worker_destroy(struct lg_worker *w)
         event_free(w->drain_timer);
     if (w->reaper)
         event_free(w->reaper);
+    if (w->accept_resume)
+        event_free(w->accept_resume);
     if (w->dns)
         evdns_base_free(w->dns, 0);
     if (w->base)
@@ -828,9 +942,10 @@ static int worker_init(struct lg_server *s, struct lg_worker *w, size_t id, char
     w->stop_ev = event_new(w->base, -1, 0, stop_cb, w);
     w->drain_timer = evtimer_new(w->base, drain_timeout_cb, w);
     w->reaper = event_new(w->base, -1, 0, reaper_cb, w);
+    w->accept_resume = evtimer_new(w->base, accept_resume_cb, w);
     w->listeners = calloc(s->nsocks, sizeof(*w->listeners));
     if (w->lambda == NULL || w->stop_ev == NULL || w->drain_timer == NULL || w->reaper == NULL ||
-        w->listeners == NULL) {
+        w->accept_resume == NULL || w->listeners == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -937,15 +1052,23 @@ fail:
 
 int lg_server_start(struct lg_server *s, char *err, size_t errlen)
 {
+    /* Workers start with every signal blocked (they inherit the mask), so
+     * signals reach the main thread's loop only. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int result = 0;
     for (size_t i = 0; i < s->nworkers; i++) {
         int rc = pthread_create(&s->workers[i].thread, NULL, worker_run, &s->workers[i]);
         if (rc != 0) {
             snprintf(err, errlen, "cannot start worker %zu: %s", i, strerror(rc));
-            return -1;
+            result = -1;
+            break;
         }
         s->workers[i].started = true;
     }
-    return 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return result;
 }
 
 void lg_server_stop(struct lg_server *s)

@@ -49,9 +49,9 @@ struct lg_httpc_response {
     const char *error_text; /* NULL when error is LG_HTTPC_OK */
     const struct lg_http_head *head;
     struct evbuffer *body; /* decoded (chunked removed) */
-    /* True when the request reached the server unanswered on a connection
-     * that had served before, so that it is safe to retry once on a new
-     * connection (the server closed an idle keep-alive connection). */
+    /* True when the connection had served before, broke, and not one byte
+     * of this request had been written to it: the request cannot have
+     * reached the server, so sending it again on a new connection is safe. */
     bool retryable;
 };
 
@@ -59,8 +59,10 @@ struct lg_httpc_conn;
 typedef void (*lg_httpc_done_cb)(struct lg_httpc_conn *conn, const struct lg_httpc_response *resp,
                                  void *arg);
 
-/* A connection, not yet connected (it connects on the first request).
- * Caller frees with lg_httpc_conn_free(). */
+/* A connection, not yet connected (it connects on the first request,
+ * trying each address of the host in turn). dns may be NULL only for
+ * address literals (the system resolver would block). Caller frees with
+ * lg_httpc_conn_free(). */
 struct lg_httpc_conn *lg_httpc_conn_new(struct event_base *base, struct evdns_base *dns,
                                         const struct lg_httpc_target *target);
 /* Send one request: request holds the whole message (head and body) and is
@@ -74,6 +76,11 @@ int lg_httpc_conn_send(struct lg_httpc_conn *conn, struct evbuffer *request, boo
                        void *arg) LG_WUR;
 /* True when idle and able to carry another request. */
 bool lg_httpc_conn_idle(const struct lg_httpc_conn *conn);
+/* True when the connection can carry a request now: new, or idle with its
+ * socket still open (checked without reading). A connection found closed
+ * is marked broken (its closed callback is not called: the caller drops
+ * it). */
+bool lg_httpc_conn_usable(struct lg_httpc_conn *conn);
 /* Requests completed on this connection. */
 uint64_t lg_httpc_conn_served(const struct lg_httpc_conn *conn);
 /* Free; safe inside its own callback (the release is deferred). Accepts

@@ -229,7 +229,23 @@ START_TEST(test_request_targets)
     /* Not origin-form, empty, or with bytes that have no place in a target. */
     expect_req_status("GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400);
     expect_req_status("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", 400);
-    expect_req_status("GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    /* absolute-form is accepted (RFC 9112 section 3.2.2): the target is its
+     * path and query. */
+    static const char *const absolute[][2] = {
+        {"http://a/", "/"},
+        {"HTTPS://a:8443/x/y?z=1", "/x/y?z=1"},
+        {"http://a", "/"},
+        {"http://[::1]:80/p", "/p"},
+    };
+    for (size_t i = 0; i < LG_ARRAY_LEN(absolute); i++) {
+        char block[256];
+        snprintf(block, sizeof(block), "GET %s HTTP/1.1\r\nHost: a\r\n\r\n", absolute[i][0]);
+        struct lg_http_head h;
+        expect_req_ok(block, &h);
+        expect_slice(h.target, h.target_len, absolute[i][1]);
+    }
+    expect_req_status("GET http://a?q HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    expect_req_status("GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400);
     expect_req_status("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 400);
     expect_req_status("GET a HTTP/1.1\r\nHost: a\r\n\r\n", 400);
     expect_req_status("GET  HTTP/1.1\r\nHost: a\r\n\r\n", 400);
