@@ -35,7 +35,7 @@ int lg_buf_reserve(struct lg_buf *b, size_t extra)
     return 0;
 }
 
-int lg_buf_append(struct lg_buf *b, const void *p, size_t n)
+int lg_buf_append_slow(struct lg_buf *b, const void *p, size_t n)
 {
     if (lg_buf_reserve(b, n) != 0)
         return -1;
@@ -44,16 +44,6 @@ int lg_buf_append(struct lg_buf *b, const void *p, size_t n)
     b->len += n;
     b->data[b->len] = '\0';
     return 0;
-}
-
-int lg_buf_puts(struct lg_buf *b, const char *s)
-{
-    return lg_buf_append(b, s, strlen(s));
-}
-
-int lg_buf_putc(struct lg_buf *b, char c)
-{
-    return lg_buf_append(b, &c, 1);
 }
 
 int lg_buf_vprintf(struct lg_buf *b, const char *fmt, va_list ap)

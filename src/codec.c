@@ -290,5 +290,15 @@ void lg_codec_uuid4(char out[37])
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
     char hex[33];
     lg_codec_hex(hex, b, 16);
-    snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
+    /* 8-4-4-4-12, without printf: one per request. */
+    memcpy(out, hex, 8);
+    out[8] = '-';
+    memcpy(out + 9, hex + 8, 4);
+    out[13] = '-';
+    memcpy(out + 14, hex + 12, 4);
+    out[18] = '-';
+    memcpy(out + 19, hex + 16, 4);
+    out[23] = '-';
+    memcpy(out + 24, hex + 20, 12);
+    out[36] = '\0';
 }

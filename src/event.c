@@ -173,6 +173,13 @@ void lg_event_format_time(int64_t time_ms, char out[32])
                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
     /* Floor division, so a time before the epoch still names its second. */
     int64_t secs = time_ms / 1000 - (time_ms % 1000 < 0 ? 1 : 0);
+    /* Every request formats the current second: remember the last one. */
+    static _Thread_local int64_t cached_secs = INT64_MIN;
+    static _Thread_local char cached[32];
+    if (secs == cached_secs) {
+        memcpy(out, cached, 32);
+        return;
+    }
     time_t t = (time_t)secs;
     struct tm tm;
     if (gmtime_r(&t, &tm) == NULL || tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999) {
@@ -184,6 +191,8 @@ void lg_event_format_time(int64_t time_ms, char out[32])
     snprintf(out, 32, "%02u/%.3s/%04u:%02u:%02u:%02u +0000", (unsigned)tm.tm_mday % 100u,
              months[(unsigned)tm.tm_mon % 12u], (unsigned)(tm.tm_year + 1900) % 10000u,
              (unsigned)tm.tm_hour % 100u, (unsigned)tm.tm_min % 100u, (unsigned)tm.tm_sec % 100u);
+    memcpy(cached, out, 32);
+    cached_secs = secs;
 }
 
 /* ------------------------------------------------------------------ */
@@ -205,17 +214,9 @@ struct qpair {
     size_t value_off, value_len;
 };
 
-/* yajl writes straight into the caller's buffer, so the event (and a body
- * of several megabytes) is not copied once more; a failed append is
- * remembered, since yajl's print callback cannot report it. */
-struct sink {
-    struct lg_buf *out;
-    bool failed;
-};
-
 struct build {
     const struct lg_event_request *in;
-    yajl_gen g;
+    struct lg_json_writer *g;
     char *err;
     size_t errlen;
 
@@ -245,46 +246,29 @@ struct build {
             return -1;                                                                             \
     } while (0)
 
-static int gen_key(yajl_gen g, const char *key)
+static int gen_key(struct lg_json_writer *g, const char *key)
 {
     return lg_json_gen_cstr(g, key);
 }
 
-static int gen_open_map(yajl_gen g)
+static int gen_open_map(struct lg_json_writer *g)
 {
-    return yajl_gen_map_open(g) == yajl_gen_status_ok ? 0 : -1;
+    return lg_json_gen_map_open(g);
 }
 
-static int gen_close_map(yajl_gen g)
+static int gen_close_map(struct lg_json_writer *g)
 {
-    return yajl_gen_map_close(g) == yajl_gen_status_ok ? 0 : -1;
+    return lg_json_gen_map_close(g);
 }
 
-static int gen_open_array(yajl_gen g)
+static int gen_open_array(struct lg_json_writer *g)
 {
-    return yajl_gen_array_open(g) == yajl_gen_status_ok ? 0 : -1;
+    return lg_json_gen_array_open(g);
 }
 
-static int gen_close_array(yajl_gen g)
+static int gen_close_array(struct lg_json_writer *g)
 {
-    return yajl_gen_array_close(g) == yajl_gen_status_ok ? 0 : -1;
-}
-
-static void sink_print(void *ctx, const char *s, size_t n)
-{
-    struct sink *k = ctx;
-    struct lg_buf *b = k->out;
-    if (k->failed)
-        return;
-    /* yajl prints in pieces of a few bytes (quotes, colons, commas): copy
-     * them without a call while there is room, which the caller reserved. */
-    if (b->data != NULL && n < b->cap - b->len && n <= b->max - b->len) {
-        memcpy(b->data + b->len, s, n);
-        b->len += n;
-        b->data[b->len] = '\0';
-    } else if (lg_buf_append(b, s, n) != 0) {
-        k->failed = true;
-    }
+    return lg_json_gen_array_close(g);
 }
 
 /* Sort the request headers into classes and group the regular ones. The
@@ -530,7 +514,7 @@ static int gen_xff_value(struct build *b)
  * In the multi-value map each is one value, as API Gateway sends them. */
 static int gen_forwarded(struct build *b, bool v2, bool multi)
 {
-    yajl_gen g = b->g;
+    struct lg_json_writer *g = b->g;
     const struct lg_event_request *in = b->in;
     if (b->has_xff || (in->source_ip && in->source_ip[0])) {
         GEN(gen_key(g, v2 ? "x-forwarded-for" : "X-Forwarded-For"));
@@ -541,12 +525,17 @@ static int gen_forwarded(struct build *b, bool v2, bool multi)
             GEN(gen_close_array(g));
     }
     if (in->server_port > 0) {
-        char port[16];
-        snprintf(port, sizeof(port), "%u", in->server_port);
+        char port[16], *p = port + sizeof(port);
+        unsigned v = in->server_port;
+        *--p = '\0';
+        do {
+            *--p = (char)('0' + v % 10);
+            v /= 10;
+        } while (v > 0);
         GEN(gen_key(g, v2 ? "x-forwarded-port" : "X-Forwarded-Port"));
         if (multi)
             GEN(gen_open_array(g));
-        GEN(lg_json_gen_cstr(g, port));
+        GEN(lg_json_gen_cstr(g, p));
         if (multi)
             GEN(gen_close_array(g));
     }
@@ -565,7 +554,7 @@ static int gen_forwarded(struct build *b, bool v2, bool multi)
  * repeats joined with commas. Always an object. */
 static int gen_headers_v2(struct build *b)
 {
-    yajl_gen g = b->g;
+    struct lg_json_writer *g = b->g;
     GEN(gen_open_map(g));
     for (size_t k = 0; k < b->nhgroups; k++) {
         const struct group *gr = &b->hgroups[k];
@@ -592,7 +581,7 @@ static int gen_headers_v2(struct build *b)
  * spelled as it first arrived. */
 static int gen_headers_v1(struct build *b, bool multi)
 {
-    yajl_gen g = b->g;
+    struct lg_json_writer *g = b->g;
     GEN(gen_open_map(g));
     for (size_t k = 0; k < b->nhgroups; k++) {
         const struct group *gr = &b->hgroups[k];
@@ -620,7 +609,7 @@ static int gen_headers_v1(struct build *b, bool multi)
  * when there is none, as in AWS's captures. */
 static int gen_cookies(struct build *b)
 {
-    yajl_gen g = b->g;
+    struct lg_json_writer *g = b->g;
     bool opened = false;
     for (size_t i = 0; i < b->in->nheaders; i++) {
         if (b->hclass[i] != HC_COOKIE)
@@ -654,7 +643,7 @@ static int gen_cookies(struct build *b)
  * 1.0's "multiValueQueryStringParameters"; the caller handles absence. */
 static int gen_query(struct build *b, bool v2, bool multi)
 {
-    yajl_gen g = b->g;
+    struct lg_json_writer *g = b->g;
     GEN(gen_open_map(g));
     for (size_t k = 0; k < b->nqgroups; k++) {
         const struct group *gr = &b->qgroups[k];
@@ -698,7 +687,7 @@ static bool has_path_params(const struct build *b)
 /* JWT claims and scopes: {"claims":{...},"scopes":[...]|null}. */
 static int gen_jwt(struct build *b)
 {
-    yajl_gen g = b->g;
+    struct lg_json_writer *g = b->g;
     const struct lg_event_identity *id = b->in->identity;
     GEN(gen_open_map(g));
     GEN(gen_key(g, "claims"));
@@ -778,7 +767,7 @@ static const char *account_id(const struct lg_event_request *in)
 
 static int gen_v2(struct build *b)
 {
-    yajl_gen g = b->g;
+    struct lg_json_writer *g = b->g;
     const struct lg_event_request *in = b->in;
     char when[32];
     lg_event_format_time(in->time_ms, when);
@@ -869,7 +858,7 @@ static int gen_v2(struct build *b)
 
 static int gen_v1(struct build *b)
 {
-    yajl_gen g = b->g;
+    struct lg_json_writer *g = b->g;
     const struct lg_event_request *in = b->in;
     const char *path = in->raw_path ? in->raw_path : "";
     size_t path_len = in->raw_path ? in->raw_path_len : 0;
@@ -1012,7 +1001,10 @@ int lg_event_build(const struct lg_event_request *in, struct lg_buf *out, char *
     b.errlen = errlen;
     lg_buf_init(&b.qtext, 0);
     lg_buf_init(&b.scratch, 0);
-    struct sink sink = {out, false};
+    /* The writer appends straight to the caller's buffer, so the event (and
+     * a body of several megabytes) is not copied once more. */
+    struct lg_json_writer writer;
+    lg_json_writer_init(&writer, out);
     int rc = -1;
 
     if (in->route == NULL) {
@@ -1021,12 +1013,7 @@ int lg_event_build(const struct lg_event_request *in, struct lg_buf *out, char *
     }
     if (check_text(&b) != 0 || classify_headers(&b) != 0 || parse_query(&b) != 0)
         goto done;
-    b.g = lg_json_gen_new();
-    if (b.g == NULL) {
-        set_err(err, errlen, "out of memory");
-        goto done;
-    }
-    yajl_gen_config(b.g, yajl_gen_print_callback, sink_print, &sink);
+    b.g = &writer;
     /* One allocation for the usual event: the body (base64 grows it by a
      * third), the headers, and about 1 KB of fixed members. Only a hint:
      * when the bound does not allow it, appends grow as they go. */
@@ -1037,22 +1024,16 @@ int lg_event_build(const struct lg_event_request *in, struct lg_buf *out, char *
         /* fine: the appends below grow out as far as its bound allows */
     }
     rc = in->route->payload_format == LG_PAYLOAD_V1 ? gen_v1(&b) : gen_v2(&b);
-    if (rc == 0 && sink.failed) {
-        set_err(err, errlen, "event exceeds %zu bytes", out->max);
-        rc = -1;
-    } else if (rc != 0) {
+    if (rc != 0)
         set_err(err, errlen,
-                sink.failed ? "event exceeds the output bound"
-                            : "cannot encode the event (text not UTF-8?)");
-    }
+                writer.no_room ? "event exceeds the output bound"
+                               : "cannot encode the event (text not UTF-8?)");
 done:
     if (rc != 0) {
         out->len = start;
         if (out->data != NULL)
             out->data[start] = '\0';
     }
-    if (b.g != NULL)
-        yajl_gen_free(b.g);
     free(b.hclass);
     free(b.hitems);
     free(b.hgroups);

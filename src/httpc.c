@@ -172,6 +172,8 @@ int lg_httpc_parse_url(const char *url, struct lg_httpc_url *out, char *err, siz
 /* ---------------------------------------------------------------------- */
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -227,8 +229,10 @@ struct lg_httpc_conn {
     struct evutil_addrinfo *addrs;
     struct evutil_addrinfo *next_addr;
     char connect_error[LG_ERR_LEN];
-    struct evbuffer *pending; /* the request, until the connection is up */
-    size_t request_len;       /* bytes of the request in flight */
+    struct evbuffer *pending;  /* the request, until the connection is up */
+    size_t request_len;        /* bytes of the request in flight */
+    size_t written_direct;     /* of those, written to the socket by us */
+    struct timeval idle_since; /* loop time when it last became idle */
 
     lg_httpc_done_cb done;
     void *done_arg;
@@ -257,6 +261,7 @@ struct lg_httpc_conn {
 static void conn_read_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 static void connect_next(struct lg_httpc_conn *c);
+static int send_request(struct lg_httpc_conn *c, struct evbuffer *buf);
 static void conn_break(struct lg_httpc_conn *c, bool notify);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
 
@@ -361,7 +366,15 @@ bool lg_httpc_conn_usable(struct lg_httpc_conn *c)
     /* The peer may have closed (FIN, or a TLS alert) while the loop has
      * not read it yet: look at the socket before sending on it, since a
      * request sent into a closing connection is lost and cannot safely be
-     * sent again. */
+     * sent again. Servers close idle connections after seconds, not
+     * microseconds: one that went idle in this loop turn or the last few
+     * hundred ms is taken as it is, which keeps a syscall off the busy path. */
+    struct timeval now;
+    event_base_gettimeofday_cached(c->base, &now);
+    int64_t idle_ms = ((int64_t)now.tv_sec - c->idle_since.tv_sec) * 1000 +
+                      ((int64_t)now.tv_usec - c->idle_since.tv_usec) / 1000;
+    if (idle_ms < 200)
+        return true;
     evutil_socket_t fd = bufferevent_getfd(c->bev);
     char byte;
     ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -426,6 +439,7 @@ static void conn_finish(struct lg_httpc_conn *c, enum lg_httpc_error error, cons
                         evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
         if (reusable) {
             c->state = CONN_IDLE;
+            event_base_gettimeofday_cached(c->base, &c->idle_since);
             struct timeval idle = {HTTPC_IDLE_MS / 1000, (HTTPC_IDLE_MS % 1000) * 1000};
             event_add(c->timer, &idle);
         } else {
@@ -471,7 +485,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     struct lg_httpc_conn *c = arg;
     if (what & BEV_EVENT_CONNECTED) {
         c->connected = true;
-        if (c->state == CONN_BUSY && bufferevent_write_buffer(bev, c->pending) != 0)
+        if (c->state == CONN_BUSY && send_request(c, c->pending) != 0)
             conn_finish(c, LG_HTTPC_IO, "cannot queue the request", false);
         return;
     }
@@ -507,7 +521,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
      * (the rule of Go's http.Transport for requests that are not
      * idempotent): a request the server may have received, even without
      * answering, could run twice. */
-    bool retryable = c->served > 0 && !c->got_bytes &&
+    bool retryable = c->served > 0 && !c->got_bytes && c->written_direct == 0 &&
                      evbuffer_get_length(bufferevent_get_output(bev)) >= c->request_len;
     conn_finish(c, LG_HTTPC_IO, c->error_text, retryable);
 }
@@ -647,6 +661,25 @@ static void fail_soon(struct lg_httpc_conn *c, enum lg_httpc_error e, const char
     event_active(c->timer, EV_TIMEOUT, 1);
 }
 
+/* Queue the request (emptying buf): on plain TCP with nothing queued it goes
+ * to the socket at once (one writev, no change to the epoll set); the rest
+ * through the bufferevent. -1 when it cannot be queued. */
+static int send_request(struct lg_httpc_conn *c, struct evbuffer *buf)
+{
+    if (!c->tls && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        evutil_socket_t fd = bufferevent_getfd(c->bev);
+        while (evbuffer_get_length(buf) > 0) {
+            int n = evbuffer_write(buf, fd);
+            if (n <= 0)
+                break; /* EAGAIN, or an error the bufferevent will report */
+            c->written_direct += (size_t)n;
+        }
+    }
+    if (evbuffer_get_length(buf) > 0 && bufferevent_write_buffer(c->bev, buf) != 0)
+        return -1;
+    return 0;
+}
+
 /* Connect to the next resolved address (a new bufferevent, and a new TLS
  * session, each time), or fail the request when none is left. */
 static void connect_next(struct lg_httpc_conn *c)
@@ -682,8 +715,12 @@ static void connect_next(struct lg_httpc_conn *c)
         }
         bufferevent_setcb(c->bev, conn_read_cb, NULL, conn_event_cb, c);
         bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-        if (bufferevent_socket_connect(c->bev, ai->ai_addr, (int)ai->ai_addrlen) == 0)
+        if (bufferevent_socket_connect(c->bev, ai->ai_addr, (int)ai->ai_addrlen) == 0) {
+            /* Requests and answers are single writes: no Nagle delay. */
+            int one = 1;
+            setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
             return; /* CONNECTED or an error event follows */
+        }
         int err = EVUTIL_SOCKET_ERROR();
         snprintf(c->connect_error, sizeof(c->connect_error), "cannot connect to %s:%u: %s", c->host,
                  c->port, evutil_socket_error_to_string(err));
@@ -736,6 +773,7 @@ int lg_httpc_conn_send(struct lg_httpc_conn *c, struct evbuffer *request, bool i
     c->pending_error = LG_HTTPC_OK;
 
     c->request_len = evbuffer_get_length(request);
+    c->written_direct = 0;
     struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)((timeout_ms % 1000) * 1000)};
     event_add(c->timer, &tv);
     if (fresh) {
@@ -771,11 +809,10 @@ int lg_httpc_conn_send(struct lg_httpc_conn *c, struct evbuffer *request, bool i
             c->dns_req = r;
         return 0;
     }
-    if (bufferevent_write_buffer(c->bev, request) != 0) {
+    if (send_request(c, request) != 0) {
         fail_soon(c, LG_HTTPC_IO, "cannot queue the request");
         return 0;
     }
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     return 0;
 }
 

@@ -1,4 +1,4 @@
-/* json.c - bounded parsing of untrusted JSON and yajl_gen helpers. */
+/* json.c - bounded parsing of untrusted JSON; a fast JSON writer. */
 #include "config.h"
 
 #include <errno.h>
@@ -197,102 +197,273 @@ bool lg_json_integer(yajl_val v, int64_t *out)
     return v->u.number.r != NULL && number_text_to_int64(v->u.number.r, out);
 }
 
-yajl_gen lg_json_gen_new(void)
-{
-    yajl_gen g = yajl_gen_alloc(NULL);
-    if (g == NULL)
-        return NULL;
-    yajl_gen_config(g, yajl_gen_beautify, 0);
-    /* Strings are validated strictly by lg_json_gen_str; yajl's weaker
-     * check would only scan them a second time. */
-    yajl_gen_config(g, yajl_gen_validate_utf8, 0);
-    return g;
-}
+/* ---------------------------------------------------------------------- */
+/* Writing JSON                                                            */
+/* ---------------------------------------------------------------------- */
 
-int lg_json_gen_cstr(yajl_gen g, const char *s)
-{
-    return lg_json_gen_str(g, s, strlen(s));
-}
-
-int lg_json_gen_str(yajl_gen g, const char *s, size_t n)
-{
-    /* yajl's own check only looks at byte patterns (it lets overlongs,
-     * surrogates and code points past U+10FFFF through): ours is strict.
-     * NUL is valid JSON text (written as \u0000): check around it. */
-    for (size_t i = 0; i < n;) {
-        const char *nul = memchr(s + i, '\0', n - i);
-        size_t end = nul ? (size_t)(nul - s) : n;
-        if (!lg_codec_utf8_valid(s + i, end - i))
-            return -1;
-        i = end + 1;
-    }
-    return yajl_gen_string(g, (const unsigned char *)s, n) == yajl_gen_status_ok ? 0 : -1;
-}
-
-int lg_json_gen_int(yajl_gen g, int64_t v)
-{
-    return yajl_gen_integer(g, (long long)v) == yajl_gen_status_ok ? 0 : -1;
-}
-
-int lg_json_gen_bool(yajl_gen g, bool v)
-{
-    return yajl_gen_bool(g, v) == yajl_gen_status_ok ? 0 : -1;
-}
-
-int lg_json_gen_null(yajl_gen g)
-{
-    return yajl_gen_null(g) == yajl_gen_status_ok ? 0 : -1;
-}
-
-int lg_json_gen_kv(yajl_gen g, const char *key, const char *value)
-{
-    if (lg_json_gen_cstr(g, key) != 0)
-        return -1;
-    return value ? lg_json_gen_cstr(g, value) : lg_json_gen_null(g);
-}
-
-int lg_json_append_string(struct lg_buf *out, const char *s, size_t n)
+/* Append s[0..n) as a quoted JSON string (-1 for malformed UTF-8 in strict
+ * mode, -2 when out refuses to grow). Runs of bytes that need nothing
+ * are copied whole; quotes, backslashes and control bytes (DEL too, so
+ * that log lines never carry one) are escaped;
+ * UTF-8 is checked sequence by sequence (overlongs, surrogates and code
+ * points past U+10FFFF are not well-formed). With strict a malformed
+ * sequence fails the call (-1, out unchanged); without, each bad byte
+ * becomes U+FFFD. */
+static int escape_string(struct lg_buf *out, const char *str, size_t n, bool strict)
 {
     static const char hex[] = "0123456789abcdef";
-    if (lg_buf_putc(out, '"') != 0)
-        return -1;
+    const unsigned char *s = (const unsigned char *)str;
+    size_t start = out->len;
+    if (lg_buf_reserve(out, n + 2) != 0 || lg_buf_putc(out, '"') != 0)
+        goto no_room;
     size_t i = 0;
     while (i < n) {
-        unsigned char c = (unsigned char)s[i];
+        size_t run = i;
+        while (run < n && s[run] >= 0x20 && s[run] < 0x7f && s[run] != '"' && s[run] != '\\')
+            run++;
+        if (run > i && lg_buf_append(out, s + i, run - i) != 0)
+            goto no_room;
+        i = run;
+        if (i == n)
+            break;
+        unsigned char c = s[i];
         if (c >= 0x80) {
-            /* Copy a well-formed UTF-8 sequence; anything else becomes
-             * U+FFFD, so a hostile byte never breaks the line's JSON. */
             size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
-            if (i + len <= n && lg_codec_utf8_valid(s + i, len)) {
+            if (i + len <= n && lg_codec_utf8_valid(str + i, len)) {
                 if (lg_buf_append(out, s + i, len) != 0)
-                    return -1;
+                    goto no_room;
                 i += len;
+            } else if (strict) {
+                goto bad;
             } else {
-                if (lg_buf_puts(out, "\\ufffd") != 0)
-                    return -1;
+                if (lg_buf_append(out, LG_LITERAL("\\ufffd")) != 0)
+                    goto no_room;
                 i++;
             }
             continue;
         }
-        int rc;
-        if (c == '"')
-            rc = lg_buf_puts(out, "\\\"");
-        else if (c == '\\')
-            rc = lg_buf_puts(out, "\\\\");
-        else if (c == '\n')
-            rc = lg_buf_puts(out, "\\n");
-        else if (c == '\r')
-            rc = lg_buf_puts(out, "\\r");
-        else if (c == '\t')
-            rc = lg_buf_puts(out, "\\t");
-        else if (c < 0x20 || c == 0x7f) {
-            char esc[7] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0};
-            rc = lg_buf_puts(out, esc);
-        } else
-            rc = lg_buf_putc(out, (char)c);
-        if (rc != 0)
-            return -1;
+        char esc[7] = {'\\', 0, 0, 0, 0, 0, 0};
+        size_t elen = 2;
+        switch (c) {
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            elen = 6;
+        }
+        if (lg_buf_append(out, esc, elen) != 0)
+            goto no_room;
         i++;
     }
-    return lg_buf_putc(out, '"');
+    if (lg_buf_putc(out, '"') != 0)
+        goto no_room;
+    return 0;
+    int rc;
+no_room:
+    rc = -2;
+    goto undo;
+bad:
+    rc = -1;
+undo:
+    out->len = start;
+    if (out->data)
+        out->data[start] = '\0';
+    return rc;
+}
+
+int lg_json_append_string(struct lg_buf *out, const char *s, size_t n)
+{
+    return escape_string(out, s, n, false) == 0 ? 0 : -1;
+}
+
+void lg_json_writer_init(struct lg_json_writer *w, struct lg_buf *out)
+{
+    memset(w, 0, sizeof(*w));
+    w->out = out;
+}
+
+/* Put the separator that the next item needs: a comma between items, a
+ * colon after a key. is_string: the item can be a key. */
+static int before_item(struct lg_json_writer *w, bool is_string)
+{
+    if (w->failed)
+        return -1;
+    uint64_t bit = UINT64_C(1) << w->depth;
+    if (w->depth > 0 && (w->in_map & bit)) {
+        if (w->expect_value) {
+            w->expect_value = false; /* the value after a key: no separator */
+            return 0;
+        }
+        if (!is_string)
+            goto fail; /* a key must be a string */
+    } else if (w->depth == 0 && (w->seen & 1)) {
+        goto fail; /* one value at the top level */
+    }
+    if ((w->seen & bit) && lg_buf_putc(w->out, ',') != 0) {
+        w->no_room = true;
+        goto fail;
+    }
+    w->seen |= bit;
+    return 0;
+fail:
+    w->failed = true;
+    return -1;
+}
+
+/* After a string: in a map where a key was due, it was the key. */
+static int after_string(struct lg_json_writer *w)
+{
+    uint64_t bit = UINT64_C(1) << w->depth;
+    if (w->depth > 0 && (w->in_map & bit) && !w->expect_value && !w->value_written) {
+        if (lg_buf_putc(w->out, ':') != 0) {
+            w->failed = w->no_room = true;
+            return -1;
+        }
+        w->expect_value = true;
+    }
+    return 0;
+}
+
+static int open_container(struct lg_json_writer *w, bool map)
+{
+    if (before_item(w, false) != 0)
+        return -1;
+    if (w->depth + 1 >= LG_JSON_WRITER_MAX_DEPTH) {
+        w->failed = true;
+        return -1;
+    }
+    if (lg_buf_putc(w->out, map ? '{' : '[') != 0) {
+        w->failed = w->no_room = true;
+        return -1;
+    }
+    w->depth++;
+    uint64_t bit = UINT64_C(1) << w->depth;
+    w->seen &= ~bit;
+    if (map)
+        w->in_map |= bit;
+    else
+        w->in_map &= ~bit;
+    return 0;
+}
+
+static int close_container(struct lg_json_writer *w, bool map)
+{
+    uint64_t bit = UINT64_C(1) << w->depth;
+    if (w->failed || w->depth == 0 || ((w->in_map & bit) != 0) != map || w->expect_value) {
+        w->failed = true;
+        return -1;
+    }
+    if (lg_buf_putc(w->out, map ? '}' : ']') != 0) {
+        w->failed = w->no_room = true;
+        return -1;
+    }
+    w->depth--;
+    return 0;
+}
+
+int lg_json_gen_map_open(struct lg_json_writer *w)
+{
+    return open_container(w, true);
+}
+
+int lg_json_gen_map_close(struct lg_json_writer *w)
+{
+    return close_container(w, true);
+}
+
+int lg_json_gen_array_open(struct lg_json_writer *w)
+{
+    return open_container(w, false);
+}
+
+int lg_json_gen_array_close(struct lg_json_writer *w)
+{
+    return close_container(w, false);
+}
+
+int lg_json_gen_str(struct lg_json_writer *w, const char *s, size_t n)
+{
+    bool is_value = w->expect_value;
+    if (before_item(w, true) != 0)
+        return -1;
+    int rc = escape_string(w->out, s, n, true);
+    if (rc != 0) {
+        w->failed = true;
+        w->no_room = rc == -2;
+        return -1;
+    }
+    w->value_written = is_value;
+    rc = after_string(w);
+    w->value_written = false;
+    return rc;
+}
+
+int lg_json_gen_cstr(struct lg_json_writer *w, const char *s)
+{
+    return lg_json_gen_str(w, s, strlen(s));
+}
+
+/* A scalar written as text (number, true, false, null). */
+static int gen_raw(struct lg_json_writer *w, const char *text, size_t n)
+{
+    if (before_item(w, false) != 0)
+        return -1;
+    if (lg_buf_append(w->out, text, n) != 0) {
+        w->failed = w->no_room = true;
+        return -1;
+    }
+    return 0;
+}
+
+int lg_json_gen_int(struct lg_json_writer *w, int64_t v)
+{
+    char digits[24], *p = digits + sizeof(digits);
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u > 0);
+    if (v < 0)
+        *--p = '-';
+    return gen_raw(w, p, (size_t)(digits + sizeof(digits) - p));
+}
+
+int lg_json_gen_bool(struct lg_json_writer *w, bool v)
+{
+    return v ? gen_raw(w, LG_LITERAL("true")) : gen_raw(w, LG_LITERAL("false"));
+}
+
+int lg_json_gen_null(struct lg_json_writer *w)
+{
+    return gen_raw(w, LG_LITERAL("null"));
+}
+
+int lg_json_gen_kv(struct lg_json_writer *w, const char *key, const char *value)
+{
+    if (lg_json_gen_cstr(w, key) != 0)
+        return -1;
+    return value ? lg_json_gen_cstr(w, value) : lg_json_gen_null(w);
 }

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
@@ -66,7 +67,7 @@ struct lg_lambda_call {
     struct pool *pool;
     struct pooled_conn *pc;
     struct lg_lambda_call *wait_next;
-    struct event *timer; /* deadline, credential polling, or deferred failure */
+    struct event timer; /* deadline, credential polling, or deferred failure */
     int64_t start_us;
     int64_t deadline_us;
     bool retried;
@@ -203,8 +204,7 @@ static void queue_remove(struct pool *p, struct lg_lambda_call *call)
 
 static void call_free(struct lg_lambda_call *call)
 {
-    if (call->timer)
-        event_free(call->timer);
+    event_del(&call->timer);
     free(call->payload);
     free(call);
 }
@@ -243,8 +243,8 @@ static void call_fail_soon(struct lg_lambda_call *call, enum lg_lambda_outcome o
     call->state = CALL_FAILING;
     call->fail_outcome = outcome;
     snprintf(call->detail, sizeof(call->detail), "%s", detail);
-    event_del(call->timer);
-    event_active(call->timer, EV_TIMEOUT, 1);
+    event_del(&call->timer);
+    event_active(&call->timer, EV_TIMEOUT, 1);
 }
 
 static void send_on(struct lg_lambda_call *call, struct pooled_conn *pc);
@@ -287,13 +287,13 @@ static void on_answer(struct lg_httpc_conn *conn, const struct lg_httpc_response
     struct pooled_conn *pc = call->pc;
     struct pool *pool = call->pool;
     call->pc = NULL;
-    pc->call = NULL;
 
     if (resp->error != LG_HTTPC_OK && resp->retryable && !call->retried &&
         now_us() < call->deadline_us) {
-        /* The upstream closed a kept-alive connection as we reused it; the
-         * request never reached the function. Once more, on a new one. */
+        /* Not one byte of the request left us on a connection that broke:
+         * once more, on a new one. */
         call->retried = true;
+        pc->call = NULL;
         pool_remove(pool, pc);
         call->state = CALL_QUEUED;
         if (pool->wait_tail)
@@ -307,7 +307,6 @@ static void on_answer(struct lg_httpc_conn *conn, const struct lg_httpc_response
 
     struct lg_lambda_result res = {.outcome = LG_LAMBDA_ERROR, .payload = ""};
     char detail[LG_ERR_LEN];
-    char *payload = NULL;
     if (resp->error == LG_HTTPC_TIMEOUT) {
         res.outcome = LG_LAMBDA_TIMEOUT;
         res.detail = "no answer from Lambda within the route timeout";
@@ -317,13 +316,16 @@ static void on_answer(struct lg_httpc_conn *conn, const struct lg_httpc_response
     } else {
         const struct lg_http_head *h = resp->head;
         res.http_status = h->status;
+        /* The answer is used in place: made contiguous and NUL-terminated
+         * in the connection's body buffer, which stays as it is until the
+         * callback below has returned. */
         size_t len = evbuffer_get_length(resp->body);
-        payload = malloc(len + 1);
+        const char *payload = NULL;
+        if (evbuffer_add(resp->body, "", 1) == 0)
+            payload = (const char *)evbuffer_pullup(resp->body, -1);
         if (payload == NULL) {
             res.detail = "out of memory";
         } else {
-            evbuffer_copyout(resp->body, payload, len);
-            payload[len] = '\0';
             res.payload = payload;
             res.payload_len = len;
             if (h->status >= 200 && h->status < 300) {
@@ -352,16 +354,14 @@ static void on_answer(struct lg_httpc_conn *conn, const struct lg_httpc_response
             }
         }
     }
-    /* Give the connection back before the callback, so that the next
-     * waiter can use it while this answer is being sent. */
-    if (lg_httpc_conn_idle(conn)) {
-        pool_dispatch(pool);
-    } else {
-        pool_remove(pool, pc);
-        pool_dispatch(pool);
-    }
+    /* The connection stays marked busy (pc->call) while the answer, which
+     * lives in its buffer, is delivered; then it goes to the next waiter. */
+    bool reuse = lg_httpc_conn_idle(conn);
     call_complete(call, &res);
-    free(payload);
+    pc->call = NULL;
+    if (!reuse)
+        pool_remove(pool, pc);
+    pool_dispatch(pool);
 }
 
 /* A pooled connection closed by the upstream while idle. */
@@ -431,10 +431,12 @@ static void send_on(struct lg_lambda_call *call, struct pooled_conn *pc)
         return;
     }
     const char *invocation = route->invocation == LG_INVOKE_ASYNC ? "Event" : "RequestResponse";
-    unsigned char digest[SHA256_DIGEST_LENGTH];
     char payload_hash[65];
-    SHA256((const unsigned char *)call->payload, call->payload_len, digest);
-    lg_codec_hex(payload_hash, digest, sizeof(digest));
+    if (lg_sigv4_sha256_hex(call->payload, call->payload_len, payload_hash) != 0) {
+        lg_creds_unref(creds);
+        call_fail_soon(call, LG_LAMBDA_ERROR, "SHA-256 failed");
+        return;
+    }
 
     struct lg_sigv4_header signed_headers[] = {
         {"host", ep->authority},
@@ -470,20 +472,32 @@ static void send_on(struct lg_lambda_call *call, struct pooled_conn *pc)
         call_fail_soon(call, LG_LAMBDA_ERROR, "out of memory");
         return;
     }
-    evbuffer_add_printf(msg,
-                        "POST %s%s%s HTTP/1.1\r\n"
-                        "Host: %s\r\n"
-                        "User-Agent: lambdagate/" PACKAGE_VERSION "\r\n"
-                        "Content-Type: application/json\r\n"
-                        "Content-Length: %zu\r\n"
-                        "X-Amz-Invocation-Type: %s\r\n"
-                        "X-Amz-Date: %s\r\n",
-                        route->invoke_path, route->invoke_query ? "?" : "",
-                        route->invoke_query ? route->invoke_query : "", ep->authority,
-                        call->payload_len, invocation, sig.amz_date);
-    if (creds->session_token)
-        evbuffer_add_printf(msg, "X-Amz-Security-Token: %s\r\n", creds->session_token);
-    evbuffer_add_printf(msg, "Authorization: %s\r\n\r\n", sig.authorization);
+    /* Appends, not printf: this runs for every request. */
+    char length[24];
+    int length_len = snprintf(length, sizeof(length), "%zu", call->payload_len);
+    evbuffer_add(msg, LG_LITERAL("POST "));
+    evbuffer_add(msg, route->invoke_path, strlen(route->invoke_path));
+    if (route->invoke_query) {
+        evbuffer_add(msg, LG_LITERAL("?"));
+        evbuffer_add(msg, route->invoke_query, strlen(route->invoke_query));
+    }
+    static const char fixed[] = " HTTP/1.1\r\nUser-Agent: lambdagate/" PACKAGE_VERSION
+                                "\r\nContent-Type: application/json\r\nHost: ";
+    evbuffer_add(msg, LG_LITERAL(fixed));
+    evbuffer_add(msg, ep->authority, strlen(ep->authority));
+    evbuffer_add(msg, LG_LITERAL("\r\nContent-Length: "));
+    evbuffer_add(msg, length, (size_t)length_len);
+    evbuffer_add(msg, LG_LITERAL("\r\nX-Amz-Invocation-Type: "));
+    evbuffer_add(msg, invocation, strlen(invocation));
+    evbuffer_add(msg, LG_LITERAL("\r\nX-Amz-Date: "));
+    evbuffer_add(msg, sig.amz_date, 16);
+    if (creds->session_token) {
+        evbuffer_add(msg, LG_LITERAL("\r\nX-Amz-Security-Token: "));
+        evbuffer_add(msg, creds->session_token, strlen(creds->session_token));
+    }
+    evbuffer_add(msg, LG_LITERAL("\r\nAuthorization: "));
+    evbuffer_add(msg, sig.authorization, strlen(sig.authorization));
+    evbuffer_add(msg, LG_LITERAL("\r\n\r\n"));
     lg_creds_unref(creds);
     OPENSSL_cleanse(&sig, sizeof(sig));
     evbuffer_add(msg, call->payload, call->payload_len);
@@ -523,7 +537,7 @@ static void arm(struct lg_lambda_call *call, int64_t us)
     if (us < 0)
         us = 0;
     struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
-    event_add(call->timer, &tv);
+    event_add(&call->timer, &tv);
 }
 
 static void call_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -577,9 +591,10 @@ struct lg_lambda_call *lg_lambda_invoke(struct lg_lambda_client *c, const struct
     struct lg_lambda_call *call = calloc(1, sizeof(*call));
     if (call == NULL)
         return NULL;
-    call->timer = evtimer_new(c->base, call_timer_cb, call);
+    /* The timer lives in the call: one allocation per invocation. */
+    evtimer_assign(&call->timer, c->base, call_timer_cb, call);
     call->pool = pool_for(c, route->endpoint);
-    if (call->timer == NULL || call->pool == NULL) {
+    if (call->pool == NULL) {
         call_free(call);
         return NULL;
     }

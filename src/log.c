@@ -92,7 +92,8 @@ void lg_log_req(enum lg_log_level level, const char *request_id, const char *fmt
  * each line is a single write(2) with O_APPEND, so lines never interleave. */
 static pthread_rwlock_t access_lock = PTHREAD_RWLOCK_INITIALIZER;
 static int access_fd = -1;
-static bool access_owned; /* we opened it (not stdout) */
+static atomic_bool access_on; /* access_fd >= 0, readable without the lock */
+static bool access_owned;     /* we opened it (not stdout) */
 static char *access_path;
 
 static int open_target(const char *target, int *fd, bool *owned, char *err, size_t errlen)
@@ -137,6 +138,7 @@ int lg_log_access_open(const char *target, char *err, size_t errlen)
     access_fd = fd;
     access_owned = owned;
     access_path = path;
+    atomic_store(&access_on, fd >= 0);
     pthread_rwlock_unlock(&access_lock);
     return 0;
 }
@@ -155,10 +157,7 @@ int lg_log_access_reopen(char *err, size_t errlen)
 
 bool lg_log_access_enabled(void)
 {
-    pthread_rwlock_rdlock(&access_lock);
-    bool on = access_fd >= 0;
-    pthread_rwlock_unlock(&access_lock);
-    return on;
+    return atomic_load_explicit(&access_on, memory_order_relaxed);
 }
 
 void lg_log_access_write(const char *line, size_t len)
@@ -183,6 +182,7 @@ void lg_log_access_close(void)
     if (access_owned)
         close(access_fd);
     access_fd = -1;
+    atomic_store(&access_on, false);
     access_owned = false;
     free(access_path);
     access_path = NULL;

@@ -10,7 +10,6 @@
 #include <unistd.h>
 #include <event2/dns.h>
 #include <event2/event.h>
-#include <event2/thread.h>
 
 #include "lambdagate/awscreds.h"
 #include "lambdagate/conf.h"
@@ -146,11 +145,9 @@ int main(int argc, char **argv)
         if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
             lg_log(LG_LOG_WARN, "cannot raise the open file limit");
     }
-    if (evthread_use_pthreads() != 0) {
-        lg_log(LG_LOG_ERROR, "cannot enable libevent threading");
-        lg_conf_unref(conf);
-        return 1;
-    }
+    /* No evthread_use_pthreads(): each event base is used by one thread
+     * only (workers are stopped through an eventfd), so libevent's locks
+     * would only cost time. */
     int rc = 1;
     char err[LG_ERR_LEN];
     struct control ctl = {.conf = conf};

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,6 +55,9 @@
 /* Longest path and method text written to the access log. */
 #define LOG_PATH_MAX   2048
 #define LOG_METHOD_MAX 32
+/* Input buffered while a request is in the pipeline (pipelining clients)
+ * beyond max_header_bytes before reading pauses. */
+#define PIPELINE_SLACK 65536
 
 /* A bound listening socket, shared by the workers. */
 struct listen_sock {
@@ -88,8 +92,9 @@ struct lg_conn {
     bool body_chunked;
     struct lg_http_chunked chunked;
     size_t body_total;
-    bool closed; /* released; waiting in the graveyard */
-    bool linger; /* close through PHASE_LINGER (an error answer) */
+    bool closed;      /* released; waiting in the graveyard */
+    bool linger;      /* close through PHASE_LINGER (an error answer) */
+    bool read_paused; /* input past its bound while a request is processed */
     size_t lingered;
     struct lg_conn *grave_next;
 };
@@ -113,6 +118,7 @@ struct lg_worker {
     struct lg_lambda_client *lambda;
     struct lg_conf *conf;
     struct event *stop_ev;
+    int stop_fd; /* eventfd written by lg_server_stop (another thread) */
     struct event *drain_timer;
     struct event *reaper;
     struct event *accept_resume; /* re-enables listeners after EMFILE */
@@ -122,6 +128,7 @@ struct lg_worker {
     size_t nconns;
     struct lg_conn *graveyard;
     int64_t inflight;
+    struct evbuffer *out; /* an answer being assembled (reused) */
 };
 
 struct lg_server {
@@ -346,39 +353,101 @@ static void free_body_cb(const void *data, size_t len, void *arg)
     free(arg);
 }
 
+/* "HTTP/1.1 NNN " into out; returns its length. */
+static size_t status_line(char *out, int status)
+{
+    memcpy(out, "HTTP/1.1 ", 9);
+    out[9] = (char)('0' + status / 100 % 10);
+    out[10] = (char)('0' + status / 10 % 10);
+    out[11] = (char)('0' + status % 10);
+    out[12] = ' ';
+    return 13;
+}
+
+/* "Content-Length: N\r\n" into out (64 bytes); returns its length. */
+static size_t content_length_line(char *out, size_t len)
+{
+    char digits[24];
+    size_t nd = 0;
+    do {
+        digits[nd++] = (char)('0' + len % 10);
+        len /= 10;
+    } while (len > 0);
+    memcpy(out, "Content-Length: ", 16);
+    size_t n = 16;
+    while (nd > 0)
+        out[n++] = digits[--nd];
+    out[n++] = '\r';
+    out[n++] = '\n';
+    return n;
+}
+
+/* Send out (emptied) on c. On plain TCP with nothing queued the answer
+ * goes to the socket at once, so that the usual answer costs one writev and
+ * no change to the epoll set; what the socket does not take (and every TLS
+ * answer) goes through the bufferevent, whose write callback reports when
+ * it is out. Returns true when all of it was written now. */
+static bool conn_send(struct lg_conn *c, struct evbuffer *out)
+{
+    if (!c->sock->tls && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        evutil_socket_t fd = bufferevent_getfd(c->bev);
+        while (evbuffer_get_length(out) > 0) {
+            if (evbuffer_write(out, fd) <= 0)
+                break; /* EAGAIN, or an error the bufferevent will report */
+        }
+        if (evbuffer_get_length(out) == 0)
+            return true;
+    }
+    bufferevent_write_buffer(c->bev, out);
+    return false;
+}
+
+static void conn_answer_sent(struct lg_conn *c);
+
 void lg_req_respond(struct lg_req *req, int status, const struct lg_http_header *headers,
                     size_t nheaders, void *body, size_t body_len, bool take_body)
 {
     struct lg_conn *c = req->conn;
     struct lg_worker *w = req->worker;
     bool closing = !req->head.keep_alive || w->draining || c->phase == PHASE_CLOSING;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    size_t before = evbuffer_get_length(out);
+    struct evbuffer *out = w->out;
+    evbuffer_drain(out, evbuffer_get_length(out));
     char date[30];
     lg_http_date(date);
 
-    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, lg_http_reason(status));
+    char line[64];
+    const char *reason = lg_http_reason(status);
+    size_t n = status_line(line, status);
+    evbuffer_add(out, line, n);
+    evbuffer_add(out, reason, strlen(reason));
+    evbuffer_add(out, LG_LITERAL("\r\n"));
     for (size_t i = 0; i < nheaders; i++) {
         if (is_managed_header(&headers[i]))
             continue;
         evbuffer_add(out, headers[i].name, headers[i].name_len);
-        evbuffer_add(out, ": ", 2);
+        evbuffer_add(out, LG_LITERAL(": "));
         evbuffer_add(out, headers[i].value, headers[i].value_len);
-        evbuffer_add(out, "\r\n", 2);
+        evbuffer_add(out, LG_LITERAL("\r\n"));
     }
     /* 204 and 304 have no body and no length; 205 must not carry content
      * (RFC 9110 section 15.3.6), so its length is 0. */
     bool no_body = status == 204 || status == 304 || (status >= 100 && status < 200);
     if (status == 205)
         body_len = 0;
-    evbuffer_add_printf(out, "x-request-id: %s\r\nDate: %s\r\n", req->id, date);
-    if (!no_body)
-        evbuffer_add_printf(out, "Content-Length: %zu\r\n", body_len);
+    evbuffer_add(out, LG_LITERAL("x-request-id: "));
+    evbuffer_add(out, req->id, LG_REQUEST_ID_LEN);
+    evbuffer_add(out, LG_LITERAL("\r\nDate: "));
+    evbuffer_add(out, date, 29);
+    evbuffer_add(out, LG_LITERAL("\r\n"));
+    if (!no_body) {
+        n = content_length_line(line, body_len);
+        evbuffer_add(out, line, n);
+    }
     if (closing)
-        evbuffer_add(out, "Connection: close\r\n", 19);
+        evbuffer_add(out, LG_LITERAL("Connection: close\r\n"));
     else if (req->head.version_minor == 0)
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-    evbuffer_add(out, "\r\n", 2);
+        evbuffer_add(out, LG_LITERAL("Connection: keep-alive\r\n"));
+    evbuffer_add(out, LG_LITERAL("\r\n"));
     if (!no_body && !req->is_head && body_len > 0) {
         if (take_body) {
             evbuffer_add_reference(out, body, body_len, free_body_cb, body);
@@ -391,16 +460,15 @@ void lg_req_respond(struct lg_req *req, int status, const struct lg_http_header 
         free(body);
 
     req->status = status;
-    req->bytes = evbuffer_get_length(out) - before;
+    req->bytes = evbuffer_get_length(out);
     access_log(req);
     c->req = NULL;
     req_free(req);
 
     c->phase = closing ? PHASE_CLOSING : PHASE_WRITING;
-    /* Stop reading until the answer is out: the next request (or the close)
-     * is handled by the write callback. */
-    bufferevent_disable(c->bev, EV_READ);
-    bufferevent_enable(c->bev, EV_WRITE);
+    if (conn_send(c, out))
+        conn_answer_sent(c);
+    /* else: the write callback calls conn_answer_sent once it is out */
 }
 
 void lg_req_respond_message(struct lg_req *req, int status, const char *message,
@@ -451,9 +519,8 @@ static void conn_dispatch(struct lg_conn *c)
     struct lg_req *req = c->req;
     c->phase = PHASE_PROCESS;
     event_del(c->timer);
-    /* Keep reading, bounded, to notice a client that goes away. */
-    bufferevent_setwatermark(c->bev, EV_READ, 0, (size_t)req->conf->limits.max_header_bytes + 4096);
-    bufferevent_enable(c->bev, EV_READ);
+    /* Reading goes on (bounded in conn_read_cb) to notice a client that
+     * goes away. */
     lg_proxy_handle(req);
 }
 
@@ -591,9 +658,13 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         conn_read_body(c);
         break;
     case PHASE_PROCESS:
-        /* Pipelined bytes wait in the buffer (bounded by the watermark). */
-        break;
     case PHASE_WRITING:
+        /* Pipelined bytes wait in the buffer, up to a bound. */
+        if (evbuffer_get_length(in) >
+            (size_t)c->worker->conf->limits.max_header_bytes + PIPELINE_SLACK) {
+            bufferevent_disable(bev, EV_READ);
+            c->read_paused = true;
+        }
         break;
     case PHASE_CLOSING:
         evbuffer_drain(in, evbuffer_get_length(in));
@@ -626,15 +697,19 @@ static void conn_linger(struct lg_conn *c)
     }
     evbuffer_drain(bufferevent_get_input(c->bev),
                    evbuffer_get_length(bufferevent_get_input(c->bev)));
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
-    bufferevent_enable(c->bev, EV_READ);
+    if (c->read_paused) {
+        bufferevent_enable(c->bev, EV_READ);
+        c->read_paused = false;
+    }
     arm_ms(c->timer, LINGER_MS);
 }
 
-/* The answer has been written: close, or read the next request. */
-static void conn_write_cb(struct bufferevent *bev, void *arg)
+/* The answer is out (written at once, or reported by the write callback):
+ * close, or go on with the next request. Buffered pipelined input is
+ * handled from a deferred read callback, never from here, so that an answer
+ * given inside the read path does not recurse into the next request. */
+static void conn_answer_sent(struct lg_conn *c)
 {
-    struct lg_conn *c = arg;
     if (c->phase == PHASE_CLOSING) {
         if (c->linger)
             conn_linger(c);
@@ -650,17 +725,26 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
         return;
     }
     const struct lg_conf *conf = c->worker->conf;
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
-    bufferevent_enable(c->bev, EV_READ);
+    if (c->read_paused) {
+        bufferevent_enable(c->bev, EV_READ);
+        c->read_paused = false;
+    }
     c->scanned = 0;
-    if (evbuffer_get_length(bufferevent_get_input(bev)) > 0) {
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
         c->phase = PHASE_HEAD;
         arm_ms(c->timer, conf->limits.header_timeout_ms);
-        conn_read_head(c);
+        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
     } else {
         c->phase = PHASE_IDLE;
         arm_ms(c->timer, conf->limits.idle_timeout_ms);
     }
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct lg_conn *c = arg;
+    if (c->phase == PHASE_CLOSING || c->phase == PHASE_WRITING)
+        conn_answer_sent(c);
 }
 
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -863,6 +947,10 @@ static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 static void stop_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct lg_worker *w = arg;
+    uint64_t count;
+    if (read(w->stop_fd, &count, sizeof(count)) < 0) {
+        /* EAGAIN: nothing to read; the request is handled below anyway */
+    }
     if (w->draining)
         return;
     w->draining = true;
@@ -903,12 +991,16 @@ static void worker_destroy(struct lg_worker *w)
     lg_lambda_client_free(w->lambda);
     if (w->stop_ev)
         event_free(w->stop_ev);
+    if (w->stop_fd >= 0)
+        close(w->stop_fd);
     if (w->drain_timer)
         event_free(w->drain_timer);
     if (w->reaper)
         event_free(w->reaper);
     if (w->accept_resume)
         event_free(w->accept_resume);
+    if (w->out)
+        evbuffer_free(w->out);
     if (w->dns)
         evdns_base_free(w->dns, 0);
     if (w->base)
@@ -921,6 +1013,7 @@ static int worker_init(struct lg_server *s, struct lg_worker *w, size_t id, char
 {
     w->server = s;
     w->id = id;
+    w->stop_fd = -1;
     w->conf = lg_conf_ref(s->conf);
     w->base = event_base_new();
     if (w->base == NULL) {
@@ -939,13 +1032,24 @@ static int worker_init(struct lg_server *s, struct lg_worker *w, size_t id, char
         evdns_base_load_hosts(w->dns, NULL);
     }
     w->lambda = lg_lambda_client_new(w->base, w->dns, s->creds);
-    w->stop_ev = event_new(w->base, -1, 0, stop_cb, w);
+    /* The only cross-thread call is the stop request: an eventfd the
+     * worker's loop watches, so that loops need no locking (libevent's
+     * evthread locks would cost a mutex on every event operation). */
+    w->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->stop_fd < 0) {
+        snprintf(err, errlen, "cannot create an eventfd: %s", strerror(errno));
+        return -1;
+    }
+    w->stop_ev = event_new(w->base, w->stop_fd, EV_READ | EV_PERSIST, stop_cb, w);
+    if (w->stop_ev)
+        event_add(w->stop_ev, NULL);
     w->drain_timer = evtimer_new(w->base, drain_timeout_cb, w);
     w->reaper = event_new(w->base, -1, 0, reaper_cb, w);
+    w->out = evbuffer_new();
     w->accept_resume = evtimer_new(w->base, accept_resume_cb, w);
     w->listeners = calloc(s->nsocks, sizeof(*w->listeners));
     if (w->lambda == NULL || w->stop_ev == NULL || w->drain_timer == NULL || w->reaper == NULL ||
-        w->accept_resume == NULL || w->listeners == NULL) {
+        w->accept_resume == NULL || w->listeners == NULL || w->out == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -1040,6 +1144,8 @@ struct lg_server *lg_server_new(struct lg_conf *conf, struct lg_creds_provider *
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    for (size_t i = 0; i < s->nworkers; i++)
+        s->workers[i].stop_fd = -1; /* destroyed even when never initialised */
     for (size_t i = 0; i < s->nworkers; i++) {
         if (worker_init(s, &s->workers[i], i, err, errlen) != 0)
             goto fail;
@@ -1081,9 +1187,10 @@ void lg_server_stop(struct lg_server *s)
      * The descriptors are closed once every worker has let go of them. */
     for (size_t i = 0; i < s->nsocks; i++)
         shutdown(s->socks[i].fd, SHUT_RDWR);
+    uint64_t one = 1;
     for (size_t i = 0; i < s->nworkers; i++) {
-        if (s->workers[i].started)
-            event_active(s->workers[i].stop_ev, EV_TIMEOUT, 1);
+        if (s->workers[i].started && write(s->workers[i].stop_fd, &one, sizeof(one)) < 0)
+            lg_log(LG_LOG_ERROR, "cannot signal worker %zu to stop: %s", i, strerror(errno));
     }
 }
 

@@ -1,6 +1,8 @@
 /* sigv4.c - AWS Signature Version 4 header signing, canonicalised as botocore's SigV4Auth does. */
 #include "config.h"
 
+#include <pthread.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,26 +110,103 @@ static bool valid_scope_part(const char *s)
     return true;
 }
 
-static int sha256(const void *data, size_t n, unsigned char out[SHA256_LEN])
+/* SHA-256 is fetched from the provider once, and each thread keeps one
+ * digest context: OpenSSL 3's one-shot EVP_Digest(EVP_sha256()) and HMAC()
+ * look the algorithm up (under a lock) on every call, which cost more than
+ * the hashing of a request's few hundred bytes. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static pthread_key_t ctx_key;
+
+static void free_thread_ctx(void *ctx)
 {
+    EVP_MD_CTX_free(ctx);
+}
+
+static void sha256_setup(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (pthread_key_create(&ctx_key, free_thread_ctx) != 0) {
+        EVP_MD_free(sha256_md);
+        sha256_md = NULL;
+    }
+}
+
+static EVP_MD_CTX *thread_ctx(void)
+{
+    pthread_once(&sha256_once, sha256_setup);
+    if (sha256_md == NULL)
+        return NULL;
+    EVP_MD_CTX *ctx = pthread_getspecific(ctx_key);
+    if (ctx == NULL) {
+        ctx = EVP_MD_CTX_new();
+        if (ctx == NULL || pthread_setspecific(ctx_key, ctx) != 0) {
+            EVP_MD_CTX_free(ctx);
+            return NULL;
+        }
+    }
+    return ctx;
+}
+
+/* SHA-256 of a followed by b (b may be NULL). */
+static int sha256_2(const void *a, size_t na, const void *b, size_t nb,
+                    unsigned char out[SHA256_LEN])
+{
+    EVP_MD_CTX *ctx = thread_ctx();
     unsigned int len = 0;
-    if (EVP_Digest(data, n, out, &len, EVP_sha256(), NULL) != 1 || len != SHA256_LEN) {
+    if (ctx == NULL || EVP_DigestInit_ex2(ctx, sha256_md, NULL) != 1 ||
+        EVP_DigestUpdate(ctx, a, na) != 1 || (b != NULL && EVP_DigestUpdate(ctx, b, nb) != 1) ||
+        EVP_DigestFinal_ex(ctx, out, &len) != 1 || len != SHA256_LEN) {
         ERR_clear_error();
         return -1;
     }
     return 0;
 }
 
+static int sha256(const void *data, size_t n, unsigned char out[SHA256_LEN])
+{
+    return sha256_2(data, n, NULL, 0, out);
+}
+
+int lg_sigv4_sha256_hex(const void *data, size_t n, char out[65])
+{
+    unsigned char md[SHA256_LEN];
+    if (sha256(data, n, md) != 0)
+        return -1;
+    lg_codec_hex(out, md, sizeof(md));
+    return 0;
+}
+
+/* HMAC-SHA256 (RFC 2104) over the thread's digest context. */
 static int hmac_sha256(const void *key, size_t keylen, const void *msg, size_t n,
                        unsigned char out[SHA256_LEN])
 {
-    unsigned int len = 0;
-    if (keylen > SIGV4_SECRET_MAX + 4 ||
-        HMAC(EVP_sha256(), key, (int)keylen, msg, n, out, &len) == NULL || len != SHA256_LEN) {
-        ERR_clear_error();
-        return -1;
+    enum {
+        BLOCK = 64
+    };
+    unsigned char k[BLOCK], pad[BLOCK], inner[SHA256_LEN];
+    int rc = -1;
+    memset(k, 0, sizeof(k));
+    if (keylen > BLOCK) {
+        if (sha256(key, keylen, k) != 0)
+            goto done;
+    } else {
+        memcpy(k, key, keylen);
     }
-    return 0;
+    for (size_t i = 0; i < BLOCK; i++)
+        pad[i] = k[i] ^ 0x36;
+    if (sha256_2(pad, BLOCK, msg, n, inner) != 0)
+        goto done;
+    for (size_t i = 0; i < BLOCK; i++)
+        pad[i] = k[i] ^ 0x5c;
+    if (sha256_2(pad, BLOCK, inner, sizeof(inner), out) != 0)
+        goto done;
+    rc = 0;
+done:
+    OPENSSL_cleanse(k, sizeof(k));
+    OPENSSL_cleanse(pad, sizeof(pad));
+    OPENSSL_cleanse(inner, sizeof(inner));
+    return rc;
 }
 
 /* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service),
@@ -488,9 +567,21 @@ static int format_amz_date(char amz_date[17], time_t now)
     struct tm tm;
     if (gmtime_r(&now, &tm) == NULL || tm.tm_year + 1900 < 1 || tm.tm_year + 1900 > 9999)
         return -1;
-    int n = snprintf(amz_date, 17, "%04d%02d%02dT%02d%02d%02dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-    return n == 16 ? 0 : -1;
+    /* Digits by hand: this runs for every request. */
+    unsigned v[6] = {(unsigned)tm.tm_year + 1900, (unsigned)tm.tm_mon + 1, (unsigned)tm.tm_mday,
+                     (unsigned)tm.tm_hour,        (unsigned)tm.tm_min,     (unsigned)tm.tm_sec};
+    char *p = amz_date;
+    for (int d = 1000; d > 0; d /= 10)
+        *p++ = (char)('0' + v[0] / (unsigned)d % 10);
+    for (int i = 1; i < 6; i++) {
+        if (i == 3)
+            *p++ = 'T';
+        *p++ = (char)('0' + v[i] / 10 % 10);
+        *p++ = (char)('0' + v[i] % 10);
+    }
+    *p++ = 'Z';
+    *p = '\0';
+    return 0;
 }
 
 /* The payload hash: the caller's (checked to be 64 lowercase hex digits,
@@ -579,7 +670,7 @@ static int put_headers(struct lg_buf *cr, struct lg_buf *signed_headers,
         bool first = i == 0 || strcmp(h[i - 1].name, h[i].name) != 0;
         bool last = i + 1 == n || strcmp(h[i + 1].name, h[i].name) != 0;
         if (first) {
-            if (lg_buf_printf(cr, "%s:", h[i].name) != 0)
+            if (lg_buf_puts(cr, h[i].name) != 0 || lg_buf_putc(cr, ':') != 0)
                 goto too_long;
             if ((i > 0 && lg_buf_putc(signed_headers, ';') != 0) ||
                 lg_buf_puts(signed_headers, h[i].name) != 0) {
@@ -611,7 +702,8 @@ int lg_sigv4_sign(const struct lg_sigv4_input *in, struct lg_sigv4_key_cache *ca
                   struct lg_sigv4_output *out, struct lg_sigv4_debug *debug, char *err,
                   size_t errlen)
 {
-    set_err(err, errlen, "%s", "");
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
     if (in == NULL || out == NULL) {
         set_err(err, errlen, "sigv4: no input or output");
         return -1;
@@ -675,8 +767,11 @@ int lg_sigv4_sign(const struct lg_sigv4_input *in, struct lg_sigv4_key_cache *ca
     }
     char cr_hash[65];
     lg_codec_hex(cr_hash, md, sizeof(md));
-    if (lg_buf_printf(&sts, SIGV4_ALGORITHM "\n%s\n%s/%s/%s/aws4_request\n%s", amz_date, date,
-                      in->region, in->service, cr_hash) != 0) {
+    if (lg_buf_puts(&sts, SIGV4_ALGORITHM "\n") != 0 || lg_buf_append(&sts, amz_date, 16) != 0 ||
+        lg_buf_putc(&sts, '\n') != 0 || lg_buf_append(&sts, date, 8) != 0 ||
+        lg_buf_putc(&sts, '/') != 0 || lg_buf_puts(&sts, in->region) != 0 ||
+        lg_buf_putc(&sts, '/') != 0 || lg_buf_puts(&sts, in->service) != 0 ||
+        lg_buf_puts(&sts, "/aws4_request\n") != 0 || lg_buf_append(&sts, cr_hash, 64) != 0) {
         set_err(err, errlen, "sigv4: out of memory");
         goto done;
     }
@@ -689,12 +784,23 @@ int lg_sigv4_sign(const struct lg_sigv4_input *in, struct lg_sigv4_key_cache *ca
     char signature[65];
     lg_codec_hex(signature, md, sizeof(md));
 
-    int n = snprintf(out->authorization, sizeof(out->authorization),
-                     SIGV4_ALGORITHM " Credential=%s/%s/%s/%s/aws4_request, SignedHeaders=%s, "
-                                     "Signature=%s",
-                     in->access_key_id, date, in->region, in->service, lg_buf_cstr(&signed_headers),
-                     signature);
-    if (n < 0 || (size_t)n >= sizeof(out->authorization)) {
+    /* Assembled in a bounded buffer the size of the output (no printf:
+     * this runs for every request). */
+    struct lg_buf auth;
+    lg_buf_init(&auth, sizeof(out->authorization) - 1);
+    bool fits = lg_buf_puts(&auth, SIGV4_ALGORITHM " Credential=") == 0 &&
+                lg_buf_puts(&auth, in->access_key_id) == 0 && lg_buf_putc(&auth, '/') == 0 &&
+                lg_buf_append(&auth, date, 8) == 0 && lg_buf_putc(&auth, '/') == 0 &&
+                lg_buf_puts(&auth, in->region) == 0 && lg_buf_putc(&auth, '/') == 0 &&
+                lg_buf_puts(&auth, in->service) == 0 &&
+                lg_buf_puts(&auth, "/aws4_request, SignedHeaders=") == 0 &&
+                lg_buf_append(&auth, signed_headers.data ? signed_headers.data : "",
+                              signed_headers.len) == 0 &&
+                lg_buf_puts(&auth, ", Signature=") == 0 && lg_buf_append(&auth, signature, 64) == 0;
+    if (fits)
+        memcpy(out->authorization, auth.data, auth.len + 1);
+    lg_buf_free(&auth);
+    if (!fits) {
         set_err(err, errlen, "sigv4: Authorization header longer than %zu bytes",
                 sizeof(out->authorization) - 1);
         goto done;

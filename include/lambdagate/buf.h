@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "lambdagate/lambdagate.h"
 
@@ -21,9 +22,32 @@ struct lg_buf {
 void lg_buf_init(struct lg_buf *b, size_t max);
 /* Make room for extra more bytes. */
 int lg_buf_reserve(struct lg_buf *b, size_t extra) LG_WUR;
-int lg_buf_append(struct lg_buf *b, const void *p, size_t n) LG_WUR;
-int lg_buf_puts(struct lg_buf *b, const char *s) LG_WUR;
-int lg_buf_putc(struct lg_buf *b, char c) LG_WUR;
+int lg_buf_append_slow(struct lg_buf *b, const void *p, size_t n) LG_WUR;
+
+/* Append n bytes. The common case (room already there) is inline: builders
+ * of events and signatures append a few bytes at a time. */
+LG_WUR static inline int lg_buf_append(struct lg_buf *b, const void *p, size_t n)
+{
+    /* cap - len >= 1 whenever data is set (the NUL); cap is 0 without data */
+    if (n < b->cap - b->len && n <= b->max - b->len) {
+        if (n)
+            memcpy(b->data + b->len, p, n);
+        b->len += n;
+        b->data[b->len] = '\0';
+        return 0;
+    }
+    return lg_buf_append_slow(b, p, n);
+}
+
+LG_WUR static inline int lg_buf_putc(struct lg_buf *b, char c)
+{
+    return lg_buf_append(b, &c, 1);
+}
+
+LG_WUR static inline int lg_buf_puts(struct lg_buf *b, const char *s)
+{
+    return lg_buf_append(b, s, strlen(s));
+}
 int lg_buf_printf(struct lg_buf *b, const char *fmt, ...) LG_PRINTF(2, 3) LG_WUR;
 int lg_buf_vprintf(struct lg_buf *b, const char *fmt, va_list ap) LG_PRINTF(2, 0) LG_WUR;
 /* The contents as a C string ("" when empty); borrowed, valid until the next

@@ -1,11 +1,10 @@
-/* json.h - bounded parsing of untrusted JSON and yajl_gen helpers. */
+/* json.h - bounded parsing of untrusted JSON; a fast JSON writer. */
 #ifndef LG_JSON_H
 #define LG_JSON_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
 #include "lambdagate/buf.h"
@@ -30,18 +29,35 @@ const char *lg_json_get_string(yajl_val obj, const char *key);
  * within the range of int64_t (no fraction, no exponent overflow). */
 bool lg_json_integer(yajl_val v, int64_t *out) LG_WUR;
 
-/* A generator for output that will be read by others: no indentation.
- * Write strings with lg_json_gen_str/cstr, which refuse text that is not
- * strictly valid UTF-8 (or holds NUL). Caller frees with yajl_gen_free(). */
-yajl_gen lg_json_gen_new(void);
-/* Shorthands that return 0 or -1 (yajl_gen_status other than ok). */
-int lg_json_gen_cstr(yajl_gen g, const char *s) LG_WUR;
-int lg_json_gen_str(yajl_gen g, const char *s, size_t n) LG_WUR;
-int lg_json_gen_int(yajl_gen g, int64_t v) LG_WUR;
-int lg_json_gen_bool(yajl_gen g, bool v) LG_WUR;
-int lg_json_gen_null(yajl_gen g) LG_WUR;
+/* A JSON writer that appends compact JSON to a buffer: separators are
+ * placed from the writer's state, strings are escaped and must be strictly
+ * valid UTF-8 (NUL is written as \u0000), and a misuse (a non-string key,
+ * a close that does not match, nesting past LG_JSON_WRITER_MAX_DEPTH) fails.
+ * Every call returns 0 or -1; after a failure all calls fail. On failure
+ * the buffer holds a partial document: the caller cuts it back. */
+#define LG_JSON_WRITER_MAX_DEPTH 63
+struct lg_json_writer {
+    struct lg_buf *out;
+    int depth;
+    uint64_t seen;     /* bit per depth: an item was written there */
+    uint64_t in_map;   /* bit per depth: the container is an object */
+    bool expect_value; /* in an object: a key was written */
+    bool value_written;
+    bool failed;
+    bool no_room; /* the failure was the buffer refusing to grow */
+};
+void lg_json_writer_init(struct lg_json_writer *w, struct lg_buf *out);
+int lg_json_gen_map_open(struct lg_json_writer *w) LG_WUR;
+int lg_json_gen_map_close(struct lg_json_writer *w) LG_WUR;
+int lg_json_gen_array_open(struct lg_json_writer *w) LG_WUR;
+int lg_json_gen_array_close(struct lg_json_writer *w) LG_WUR;
+int lg_json_gen_cstr(struct lg_json_writer *w, const char *s) LG_WUR;
+int lg_json_gen_str(struct lg_json_writer *w, const char *s, size_t n) LG_WUR;
+int lg_json_gen_int(struct lg_json_writer *w, int64_t v) LG_WUR;
+int lg_json_gen_bool(struct lg_json_writer *w, bool v) LG_WUR;
+int lg_json_gen_null(struct lg_json_writer *w) LG_WUR;
 /* key then string value (value NULL writes null). */
-int lg_json_gen_kv(yajl_gen g, const char *key, const char *value) LG_WUR;
+int lg_json_gen_kv(struct lg_json_writer *w, const char *key, const char *value) LG_WUR;
 
 /* Append s[0..n) to out as a quoted JSON string, escaping quotes,
  * backslashes and control bytes; bytes that are not well-formed UTF-8 become

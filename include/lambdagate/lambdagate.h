@@ -11,6 +11,9 @@
 #define LG_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define LG_UNUSED       __attribute__((unused))
 #define LG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+/* A string literal (or char array) and its length, as two arguments:
+ * evbuffer_add(buf, LG_LITERAL("\r\n")). The length is never counted by hand. */
+#define LG_LITERAL(s) (s), (sizeof(s) - 1)
 
 /* Lambda's documented payload limits (Invoke API): the request payload of a
  * synchronous call and of an asynchronous (Event) call. */

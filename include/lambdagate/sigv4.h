@@ -81,6 +81,10 @@ int lg_sigv4_sign(const struct lg_sigv4_input *in, struct lg_sigv4_key_cache *ca
                   struct lg_sigv4_output *out, struct lg_sigv4_debug *debug, char *err,
                   size_t errlen) LG_WUR;
 
+/* Lowercase hex SHA-256 of data into out (65 bytes), with the signer's
+ * per-thread digest context: for the payload hash of a request. */
+int lg_sigv4_sha256_hex(const void *data, size_t n, char out[65]) LG_WUR;
+
 /* The canonical URI of a path as the signer builds it (exposed for tests). */
 int lg_sigv4_canonical_uri(struct lg_buf *out, const char *path, bool s3_style) LG_WUR;
 /* The canonical query string of a raw query (exposed for tests). */

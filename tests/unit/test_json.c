@@ -409,22 +409,32 @@ START_TEST(test_bug_integer_tiny_fraction)
 }
 END_TEST
 
-/* ---------- generator helpers ---------- */
+/* ---------- the JSON writer ---------- */
 
-static void expect_gen(yajl_gen g, const char *want)
+struct gen {
+    struct lg_buf buf;
+    struct lg_json_writer w;
+};
+
+static struct lg_json_writer *gen_start(struct gen *x)
 {
-    const unsigned char *buf;
-    size_t len;
-    ck_assert_int_eq(yajl_gen_get_buf(g, &buf, &len), yajl_gen_status_ok);
-    ck_assert_uint_eq(len, strlen(want));
-    ck_assert_msg(memcmp(buf, want, len) == 0, "generated %.*s", (int)len, buf);
+    lg_buf_init(&x->buf, 0);
+    lg_json_writer_init(&x->w, &x->buf);
+    return &x->w;
+}
+
+static void expect_gen(struct gen *x, const char *want)
+{
+    ck_assert_uint_eq(x->buf.len, strlen(want));
+    ck_assert_msg(memcmp(lg_buf_cstr(&x->buf), want, x->buf.len) == 0, "generated %s",
+                  lg_buf_cstr(&x->buf));
 }
 
 START_TEST(test_gen_exact_text)
 {
-    yajl_gen g = lg_json_gen_new();
-    ck_assert_ptr_nonnull(g);
-    ck_assert_int_eq(yajl_gen_map_open(g), yajl_gen_status_ok);
+    struct gen x;
+    struct lg_json_writer *g = gen_start(&x);
+    ck_assert_int_eq(lg_json_gen_map_open(g), 0);
     ck_assert_int_eq(lg_json_gen_kv(g, "a", "b"), 0);
     ck_assert_int_eq(lg_json_gen_kv(g, "n", NULL), 0);
     ck_assert_int_eq(lg_json_gen_cstr(g, "i"), 0);
@@ -446,17 +456,68 @@ START_TEST(test_gen_exact_text)
     ck_assert_int_eq(lg_json_gen_cstr(g, "esc"), 0);
     ck_assert_int_eq(lg_json_gen_str(g, "/\n\t\x01\0", 5), 0);
     ck_assert_int_eq(lg_json_gen_cstr(g, "arr"), 0);
-    ck_assert_int_eq(yajl_gen_array_open(g), yajl_gen_status_ok);
+    ck_assert_int_eq(lg_json_gen_array_open(g), 0);
     ck_assert_int_eq(lg_json_gen_int(g, 1), 0);
     ck_assert_int_eq(lg_json_gen_cstr(g, ""), 0);
-    ck_assert_int_eq(yajl_gen_array_close(g), yajl_gen_status_ok);
-    ck_assert_int_eq(yajl_gen_map_close(g), yajl_gen_status_ok);
+    ck_assert_int_eq(lg_json_gen_map_open(g), 0);
+    ck_assert_int_eq(lg_json_gen_map_close(g), 0);
+    ck_assert_int_eq(lg_json_gen_array_open(g), 0);
+    ck_assert_int_eq(lg_json_gen_array_close(g), 0);
+    ck_assert_int_eq(lg_json_gen_array_close(g), 0);
+    ck_assert_int_eq(lg_json_gen_cstr(g, "obj"), 0);
+    ck_assert_int_eq(lg_json_gen_map_open(g), 0);
+    ck_assert_int_eq(lg_json_gen_kv(g, "k", "v"), 0);
+    ck_assert_int_eq(lg_json_gen_map_close(g), 0);
+    ck_assert_int_eq(lg_json_gen_map_close(g), 0);
     /* No indentation, no spaces, '/' not escaped. */
-    expect_gen(g, "{\"a\":\"b\",\"n\":null,\"i\":-5,\"max\":9223372036854775807,"
-                  "\"min\":-9223372036854775808,\"t\":true,\"f\":false,\"z\":null,"
-                  "\"s\":\"x\\\"y\\\\\",\"u\":\"\xc3\xa9\xe2\x82\xac\","
-                  "\"esc\":\"/\\n\\t\\u0001\\u0000\",\"arr\":[1,\"\"]}");
-    yajl_gen_free(g);
+    expect_gen(&x, "{\"a\":\"b\",\"n\":null,\"i\":-5,\"max\":9223372036854775807,"
+                   "\"min\":-9223372036854775808,\"t\":true,\"f\":false,\"z\":null,"
+                   "\"s\":\"x\\\"y\\\\\",\"u\":\"\xc3\xa9\xe2\x82\xac\","
+                   "\"esc\":\"/\\n\\t\\u0001\\u0000\",\"arr\":[1,\"\",{},[]],"
+                   "\"obj\":{\"k\":\"v\"}}");
+    /* One value at the top level. */
+    ck_assert_int_eq(lg_json_gen_int(g, 1), -1);
+    lg_buf_free(&x.buf);
+}
+END_TEST
+
+/* Misuse fails, and then every later call fails too. */
+START_TEST(test_gen_misuse)
+{
+    struct gen x;
+    struct lg_json_writer *g = gen_start(&x);
+    ck_assert_int_eq(lg_json_gen_map_open(g), 0);
+    ck_assert_int_eq(lg_json_gen_array_close(g), -1); /* wrong close */
+    ck_assert_int_eq(lg_json_gen_map_close(g), -1);   /* failed stays failed */
+    lg_buf_free(&x.buf);
+
+    g = gen_start(&x);
+    ck_assert_int_eq(lg_json_gen_map_open(g), 0);
+    ck_assert_int_eq(lg_json_gen_cstr(g, "k"), 0);
+    ck_assert_int_eq(lg_json_gen_map_close(g), -1); /* a key without value */
+    lg_buf_free(&x.buf);
+
+    g = gen_start(&x);
+    ck_assert_int_eq(lg_json_gen_array_close(g), -1); /* nothing open */
+    lg_buf_free(&x.buf);
+
+    g = gen_start(&x);
+    for (int i = 0; i < LG_JSON_WRITER_MAX_DEPTH - 1; i++)
+        ck_assert_int_eq(lg_json_gen_array_open(g), 0);
+    ck_assert_int_eq(lg_json_gen_array_open(g), -1); /* nesting bound */
+    ck_assert(!g->no_room);
+    lg_buf_free(&x.buf);
+
+    /* A bounded buffer that cannot take the string: no_room, nothing of it
+     * written. */
+    lg_buf_init(&x.buf, 8);
+    lg_json_writer_init(&x.w, &x.buf);
+    g = &x.w;
+    ck_assert_int_eq(lg_json_gen_array_open(g), 0);
+    ck_assert_int_eq(lg_json_gen_cstr(g, "much too long"), -1);
+    ck_assert(g->no_room);
+    expect_gen(&x, "[");
+    lg_buf_free(&x.buf);
 }
 END_TEST
 
@@ -465,25 +526,31 @@ END_TEST
 static void expect_gen_refused(const char *const *bad, size_t nbad)
 {
     for (size_t i = 0; i < nbad; i++) {
-        yajl_gen g = lg_json_gen_new();
-        ck_assert_ptr_nonnull(g);
-        ck_assert_int_eq(yajl_gen_array_open(g), yajl_gen_status_ok);
+        struct gen x;
+        struct lg_json_writer *g = gen_start(&x);
+        ck_assert_int_eq(lg_json_gen_array_open(g), 0);
         ck_assert_msg(lg_json_gen_cstr(g, bad[i]) == -1, "cstr accepted bad UTF-8 %s", bad[i]);
+        ck_assert(!g->no_room);
+        /* Nothing of the refused string was written. */
+        expect_gen(&x, "[");
+        lg_buf_free(&x.buf);
+
+        g = gen_start(&x);
+        ck_assert_int_eq(lg_json_gen_array_open(g), 0);
         ck_assert_msg(lg_json_gen_str(g, bad[i], strlen(bad[i])) == -1, "str accepted bad UTF-8 %s",
                       bad[i]);
-        /* Nothing of the refused string was written. */
-        expect_gen(g, "[");
-        yajl_gen_free(g);
+        expect_gen(&x, "[");
+        lg_buf_free(&x.buf);
 
-        g = lg_json_gen_new();
-        ck_assert_int_eq(yajl_gen_map_open(g), yajl_gen_status_ok);
+        g = gen_start(&x);
+        ck_assert_int_eq(lg_json_gen_map_open(g), 0);
         ck_assert_int_eq(lg_json_gen_kv(g, "k", bad[i]), -1);
-        yajl_gen_free(g);
-        g = lg_json_gen_new();
-        ck_assert_int_eq(yajl_gen_map_open(g), yajl_gen_status_ok);
+        lg_buf_free(&x.buf);
+        g = gen_start(&x);
+        ck_assert_int_eq(lg_json_gen_map_open(g), 0);
         ck_assert_int_eq(lg_json_gen_kv(g, bad[i], "v"), -1);
-        expect_gen(g, "{");
-        yajl_gen_free(g);
+        expect_gen(&x, "{");
+        lg_buf_free(&x.buf);
     }
 }
 
@@ -492,20 +559,19 @@ START_TEST(test_gen_refuses_invalid_utf8)
     static const char *const bad[] = {
         "\xff", "a\xc3", "\x80", "\xe2\x82", "\xf8\x88\x80\x80\x80", "ok\xc3(", "\xe2\x28\xa1"};
     expect_gen_refused(bad, LG_ARRAY_LEN(bad));
-    /* A generator state error is reported as -1 too: a non-string key. */
-    yajl_gen g = lg_json_gen_new();
-    ck_assert_int_eq(yajl_gen_map_open(g), yajl_gen_status_ok);
+    /* A state error is reported as -1 too: a non-string key. */
+    struct gen x;
+    struct lg_json_writer *g = gen_start(&x);
+    ck_assert_int_eq(lg_json_gen_map_open(g), 0);
     ck_assert_int_eq(lg_json_gen_int(g, 1), -1);
     ck_assert_int_eq(lg_json_gen_bool(g, true), -1);
     ck_assert_int_eq(lg_json_gen_null(g), -1);
-    yajl_gen_free(g);
+    lg_buf_free(&x.buf);
 }
 END_TEST
 
-/* json.h: "strings must be valid UTF-8", but yajl_gen_validate_utf8 only
- * checks the lead/continuation bit patterns: overlong forms, UTF-16
- * surrogates and code points above U+10FFFF (lead bytes F4 90+ and F5-F7)
- * pass and reach the output. lg_codec_utf8_valid() refuses all of them. */
+/* Overlong forms, UTF-16 surrogates and code points above U+10FFFF are not
+ * well-formed UTF-8 (yajl's own generator check let them through). */
 START_TEST(test_bug_gen_accepts_overlong_surrogate_beyond_10ffff)
 {
     static const char *const bad[] = {
@@ -549,7 +615,7 @@ START_TEST(test_append_string_escapes)
     APPEND("back\\slash", "\"back\\\\slash\"");
     APPEND("a/b", "\"a/b\"");
     APPEND("\n\r\t", "\"\\n\\r\\t\"");
-    APPEND("\x01\x08\x0c\x1f", "\"\\u0001\\u0008\\u000c\\u001f\"");
+    APPEND("\x01\x08\x0c\x1f", "\"\\u0001\\b\\f\\u001f\"");
     APPEND("\x7f", "\"\\u007f\"");
     APPEND("a\0b", "\"a\\u0000b\"");
     APPEND("\"\\\"", "\"\\\"\\\\\\\"\"");
@@ -616,6 +682,7 @@ int main(void)
     tcase_add_test(tc, test_integer);
     tcase_add_test(tc, test_gen_exact_text);
     tcase_add_test(tc, test_gen_refuses_invalid_utf8);
+    tcase_add_test(tc, test_gen_misuse);
     tcase_add_test(tc, test_append_string_escapes);
     tcase_add_test(tc, test_append_string_utf8);
     tcase_add_test(tc, test_append_string_bounded);
