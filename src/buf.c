@@ -24,7 +24,9 @@ int lg_buf_reserve(struct lg_buf *b, size_t extra)
     size_t need = b->len + extra + 1; /* + NUL */
     if (need <= b->cap)
         return 0;
-    size_t cap = b->cap ? b->cap : 64;
+    /* The first allocation is big enough for the usual small texts (a
+     * signature, a header line, a key), so that they never reallocate. */
+    size_t cap = b->cap ? b->cap : 256;
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     char *p = realloc(b->data, cap);

@@ -214,6 +214,9 @@ struct qpair {
     size_t value_off, value_len;
 };
 
+/* Requests with up to this many headers need no allocation to sort them. */
+#define LOCAL_HEADERS 32
+
 struct build {
     const struct lg_event_request *in;
     struct lg_json_writer *g;
@@ -238,6 +241,14 @@ struct build {
     size_t nqgroups;
 
     struct lg_buf scratch; /* joined values, lowercased names, base64 */
+
+    /* Storage for the header arrays of requests with few headers. */
+    struct {
+        unsigned char hclass[LOCAL_HEADERS];
+        struct item hitems[LOCAL_HEADERS];
+        struct group hgroups[LOCAL_HEADERS];
+        struct lg_http_header conn[LOCAL_HEADERS];
+    } local;
 };
 
 #define GEN(expr)                                                                                  \
@@ -284,10 +295,19 @@ static int classify_headers(struct build *b)
         set_err(b->err, b->errlen, "too many headers");
         return -1;
     }
-    b->hclass = calloc(n, 1);
-    b->hitems = malloc(n * sizeof(*b->hitems));
-    b->hgroups = malloc(n * sizeof(*b->hgroups));
-    b->conn = malloc(n * sizeof(*b->conn));
+    if (n <= LOCAL_HEADERS) {
+        /* The usual request: the build's own storage, no allocation. */
+        memset(b->local.hclass, 0, n);
+        b->hclass = b->local.hclass;
+        b->hitems = b->local.hitems;
+        b->hgroups = b->local.hgroups;
+        b->conn = b->local.conn;
+    } else {
+        b->hclass = calloc(n, 1);
+        b->hitems = malloc(n * sizeof(*b->hitems));
+        b->hgroups = malloc(n * sizeof(*b->hgroups));
+        b->conn = malloc(n * sizeof(*b->conn));
+    }
     if (!b->hclass || !b->hitems || !b->hgroups || !b->conn) {
         set_err(b->err, b->errlen, "out of memory");
         return -1;
@@ -995,7 +1015,7 @@ int lg_event_build(const struct lg_event_request *in, struct lg_buf *out, char *
     err[0] = '\0';
     size_t start = out->len;
     struct build b;
-    memset(&b, 0, sizeof(b));
+    memset(&b, 0, offsetof(struct build, local)); /* local: written before use */
     b.in = in;
     b.err = err;
     b.errlen = errlen;
@@ -1034,10 +1054,12 @@ done:
         if (out->data != NULL)
             out->data[start] = '\0';
     }
-    free(b.hclass);
-    free(b.hitems);
-    free(b.hgroups);
-    free(b.conn);
+    if (b.hclass != b.local.hclass) {
+        free(b.hclass);
+        free(b.hitems);
+        free(b.hgroups);
+        free(b.conn);
+    }
     free(b.qpairs);
     free(b.qitems);
     free(b.qgroups);

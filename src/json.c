@@ -48,6 +48,447 @@ static int json_precheck(const char *text, size_t len, size_t max_depth, char *e
     return 0;
 }
 
+/* ---------------------------------------------------------------------- */
+/* Parsing: a strict recursive-descent parser that builds yajl's public     */
+/* tree nodes (struct yajl_val_s) in one arena.                            */
+/* ---------------------------------------------------------------------- */
+
+/* yajl_tree_parse makes one allocation per node, key and string, and a
+ * Lambda answer is parsed on every request: here the whole tree lives in
+ * one arena (usually a single block), freed at once. The tree is the same
+ * shape yajl builds, so callers use yajl's accessors and macros as before;
+ * only lg_json_free() may free it. Semantics follow yajl_tree_parse: strings
+ * are NUL-terminated (a decoded \u0000 ends the C string), a number keeps
+ * its text with YAJL_NUMBER_INT_VALID when it is an integer that fits and
+ * YAJL_NUMBER_DOUBLE_VALID when strtod takes it, duplicate keys are kept.
+ * Stricter than yajl: UTF-8 must be well-formed, lone surrogates are
+ * refused. */
+
+struct arena_block {
+    struct arena_block *next;
+    size_t used;
+    size_t cap;
+    max_align_t data[];
+};
+
+struct parser {
+    const char *start;
+    const char *p;
+    const char *end;
+    struct arena_block *first;
+    struct arena_block *cur;
+    size_t depth;
+    size_t max_depth;
+    char *err;
+    size_t errlen;
+    bool failed;
+};
+
+#define ARENA_ALIGN sizeof(max_align_t)
+
+static struct arena_block *arena_block_new(size_t cap)
+{
+    struct arena_block *b = malloc(sizeof(*b) + cap);
+    if (b) {
+        b->next = NULL;
+        b->used = 0;
+        b->cap = cap;
+    }
+    return b;
+}
+
+static void *arena_alloc(struct parser *ps, size_t n)
+{
+    n = (n + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1);
+    struct arena_block *b = ps->cur;
+    if (b == NULL || b->cap - b->used < n) {
+        size_t cap = b ? b->cap * 2 : 1024;
+        if (cap < n)
+            cap = n;
+        struct arena_block *nb = arena_block_new(cap);
+        if (nb == NULL) {
+            snprintf(ps->err, ps->errlen, "out of memory");
+            ps->failed = true;
+            return NULL;
+        }
+        if (b)
+            b->next = nb;
+        else
+            ps->first = nb;
+        ps->cur = b = nb;
+    }
+    void *p = (char *)b->data + b->used;
+    b->used += n;
+    return p;
+}
+
+static void arena_free(struct arena_block *b)
+{
+    while (b) {
+        struct arena_block *next = b->next;
+        free(b);
+        b = next;
+    }
+}
+
+static bool parse_fail(struct parser *ps, const char *why)
+{
+    if (!ps->failed)
+        snprintf(ps->err, ps->errlen, "invalid JSON: %s at offset %zu", why,
+                 (size_t)(ps->p - ps->start));
+    ps->failed = true;
+    return false;
+}
+
+static void skip_ws(struct parser *ps)
+{
+    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r'))
+        ps->p++;
+}
+
+static bool literal(struct parser *ps, const char *word, size_t n)
+{
+    if ((size_t)(ps->end - ps->p) < n || memcmp(ps->p, word, n) != 0)
+        return parse_fail(ps, "unexpected character");
+    ps->p += n;
+    return true;
+}
+
+static int hex4(const char *p)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* A string starting at '"': decoded into the arena (never longer than its
+ * source), NUL-terminated. */
+static char *parse_string(struct parser *ps)
+{
+    const char *q = ++ps->p; /* past the quote */
+    /* Fast path: find the end of a string without escapes or controls. */
+    while (q < ps->end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20)
+        q++;
+    if (q < ps->end && *q == '"') {
+        size_t n = (size_t)(q - ps->p);
+        if (!lg_codec_utf8_valid(ps->p, n))
+            return parse_fail(ps, "string is not valid UTF-8"), NULL;
+        char *out = arena_alloc(ps, n + 1);
+        if (out == NULL)
+            return NULL;
+        memcpy(out, ps->p, n);
+        out[n] = '\0';
+        ps->p = q + 1;
+        return out;
+    }
+    /* Escapes: find the closing quote first to size the output. */
+    const char *e = ps->p;
+    while (e < ps->end && *e != '"') {
+        if ((unsigned char)*e < 0x20)
+            return ps->p = e, parse_fail(ps, "control character in string"), NULL;
+        e += *e == '\\' ? 2 : 1;
+    }
+    if (e >= ps->end)
+        return parse_fail(ps, "unterminated string"), NULL;
+    char *out = arena_alloc(ps, (size_t)(e - ps->p) + 1);
+    if (out == NULL)
+        return NULL;
+    char *o = out;
+    const char *p = ps->p;
+    while (p < e) {
+        const char *run = p;
+        while (p < e && *p != '\\')
+            p++;
+        if (p > run) {
+            if (!lg_codec_utf8_valid(run, (size_t)(p - run)))
+                return ps->p = run, parse_fail(ps, "string is not valid UTF-8"), NULL;
+            memcpy(o, run, (size_t)(p - run));
+            o += p - run;
+        }
+        if (p == e)
+            break;
+        char c = p[1];
+        p += 2;
+        switch (c) {
+        case '"':
+            *o++ = '"';
+            break;
+        case '\\':
+            *o++ = '\\';
+            break;
+        case '/':
+            *o++ = '/';
+            break;
+        case 'b':
+            *o++ = '\b';
+            break;
+        case 'f':
+            *o++ = '\f';
+            break;
+        case 'n':
+            *o++ = '\n';
+            break;
+        case 'r':
+            *o++ = '\r';
+            break;
+        case 't':
+            *o++ = '\t';
+            break;
+        case 'u': {
+            int cp = e - p >= 4 ? hex4(p) : -1;
+            if (cp < 0)
+                return ps->p = p, parse_fail(ps, "bad \\u escape"), NULL;
+            p += 4;
+            if (cp >= 0xd800 && cp <= 0xdbff) {
+                int lo = e - p >= 6 && p[0] == '\\' && p[1] == 'u' ? hex4(p + 2) : -1;
+                if (lo < 0xdc00 || lo > 0xdfff)
+                    return ps->p = p, parse_fail(ps, "lone surrogate"), NULL;
+                p += 6;
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+            } else if (cp >= 0xdc00 && cp <= 0xdfff) {
+                return ps->p = p, parse_fail(ps, "lone surrogate"), NULL;
+            }
+            if (cp < 0x80) {
+                *o++ = (char)cp;
+            } else if (cp < 0x800) {
+                *o++ = (char)(0xc0 | (cp >> 6));
+                *o++ = (char)(0x80 | (cp & 0x3f));
+            } else if (cp < 0x10000) {
+                *o++ = (char)(0xe0 | (cp >> 12));
+                *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+                *o++ = (char)(0x80 | (cp & 0x3f));
+            } else {
+                *o++ = (char)(0xf0 | (cp >> 18));
+                *o++ = (char)(0x80 | ((cp >> 12) & 0x3f));
+                *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+                *o++ = (char)(0x80 | (cp & 0x3f));
+            }
+            break;
+        }
+        default:
+            return ps->p = p - 2, parse_fail(ps, "bad escape"), NULL;
+        }
+    }
+    *o = '\0';
+    ps->p = e + 1;
+    return out;
+}
+
+static bool parse_number(struct parser *ps, yajl_val v)
+{
+    const char *s = ps->p, *p = s;
+    if (p < ps->end && *p == '-')
+        p++;
+    if (p >= ps->end || *p < '0' || *p > '9')
+        return parse_fail(ps, "bad number");
+    if (*p == '0') {
+        p++;
+    } else {
+        while (p < ps->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    bool integer = true;
+    if (p < ps->end && *p == '.') {
+        integer = false;
+        p++;
+        if (p >= ps->end || *p < '0' || *p > '9')
+            return ps->p = p, parse_fail(ps, "bad number");
+        while (p < ps->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < ps->end && (*p == 'e' || *p == 'E')) {
+        integer = false;
+        p++;
+        if (p < ps->end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= ps->end || *p < '0' || *p > '9')
+            return ps->p = p, parse_fail(ps, "bad number");
+        while (p < ps->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    size_t n = (size_t)(p - s);
+    char *text = arena_alloc(ps, n + 1);
+    if (text == NULL)
+        return false;
+    memcpy(text, s, n);
+    text[n] = '\0';
+    v->type = yajl_t_number;
+    v->u.number.r = text;
+    v->u.number.flags = 0;
+    v->u.number.i = 0;
+    if (integer) {
+        const char *d = text + (text[0] == '-');
+        uint64_t u = 0;
+        bool fits = true;
+        for (; *d; d++) {
+            unsigned digit = (unsigned)(*d - '0');
+            if (u > (UINT64_MAX - digit) / 10) {
+                fits = false;
+                break;
+            }
+            u = u * 10 + digit;
+        }
+        if (fits && text[0] == '-' && u <= (uint64_t)INT64_MAX + 1) {
+            v->u.number.i = u == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(long long)u;
+            v->u.number.flags |= YAJL_NUMBER_INT_VALID;
+        } else if (fits && text[0] != '-' && u <= (uint64_t)INT64_MAX) {
+            v->u.number.i = (long long)u;
+            v->u.number.flags |= YAJL_NUMBER_INT_VALID;
+        }
+    }
+    char *endp = NULL;
+    errno = 0;
+    v->u.number.d = strtod(text, &endp);
+    if (errno == 0 && endp != NULL && *endp == '\0')
+        v->u.number.flags |= YAJL_NUMBER_DOUBLE_VALID;
+    ps->p = p;
+    return true;
+}
+
+static bool parse_value(struct parser *ps, yajl_val v);
+
+/* Children of a container, gathered before their arrays are sized: a few
+ * fit on the stack; more spill into arena arrays that double. */
+struct gather {
+    yajl_val local_vals[8];
+    const char *local_keys[8];
+    yajl_val *vals;
+    const char **keys;
+    size_t n, cap;
+};
+
+static bool gather_push(struct parser *ps, struct gather *g, const char *key, yajl_val val)
+{
+    if (g->n == g->cap) {
+        size_t cap = g->cap * 2;
+        yajl_val *vals = arena_alloc(ps, cap * sizeof(*vals));
+        const char **keys = key ? arena_alloc(ps, cap * sizeof(*keys)) : NULL;
+        if (vals == NULL || (key && keys == NULL))
+            return false;
+        memcpy(vals, g->vals, g->n * sizeof(*vals));
+        if (key)
+            memcpy(keys, g->keys, g->n * sizeof(*keys));
+        g->vals = vals;
+        g->keys = keys;
+        g->cap = cap;
+    }
+    g->vals[g->n] = val;
+    if (key)
+        g->keys[g->n] = key;
+    g->n++;
+    return true;
+}
+
+static bool parse_container(struct parser *ps, yajl_val v, bool object)
+{
+    if (++ps->depth > ps->max_depth)
+        return parse_fail(ps, "nesting too deep");
+    ps->p++; /* '{' or '[' */
+    struct gather g;
+    g.vals = g.local_vals;
+    g.keys = g.local_keys;
+    g.n = 0;
+    g.cap = LG_ARRAY_LEN(g.local_vals);
+    skip_ws(ps);
+    char close = object ? '}' : ']';
+    if (ps->p < ps->end && *ps->p == close) {
+        ps->p++;
+    } else {
+        for (;;) {
+            const char *key = NULL;
+            if (object) {
+                skip_ws(ps);
+                if (ps->p >= ps->end || *ps->p != '"')
+                    return parse_fail(ps, "expected a member name");
+                key = parse_string(ps);
+                if (key == NULL)
+                    return false;
+                skip_ws(ps);
+                if (ps->p >= ps->end || *ps->p != ':')
+                    return parse_fail(ps, "expected ':'");
+                ps->p++;
+            }
+            yajl_val child = arena_alloc(ps, sizeof(*child));
+            if (child == NULL || !parse_value(ps, child) || !gather_push(ps, &g, key, child))
+                return false;
+            skip_ws(ps);
+            if (ps->p < ps->end && *ps->p == ',') {
+                ps->p++;
+                continue;
+            }
+            if (ps->p < ps->end && *ps->p == close) {
+                ps->p++;
+                break;
+            }
+            return parse_fail(ps, object ? "expected ',' or '}'" : "expected ',' or ']'");
+        }
+    }
+    yajl_val *vals = NULL;
+    const char **keys = NULL;
+    if (g.n > 0) {
+        vals = arena_alloc(ps, g.n * sizeof(*vals));
+        keys = object ? arena_alloc(ps, g.n * sizeof(*keys)) : NULL;
+        if (vals == NULL || (object && keys == NULL))
+            return false;
+        memcpy(vals, g.vals, g.n * sizeof(*vals));
+        if (object)
+            memcpy(keys, g.keys, g.n * sizeof(*keys));
+    }
+    if (object) {
+        v->type = yajl_t_object;
+        v->u.object.keys = keys;
+        v->u.object.values = vals;
+        v->u.object.len = g.n;
+    } else {
+        v->type = yajl_t_array;
+        v->u.array.values = vals;
+        v->u.array.len = g.n;
+    }
+    ps->depth--;
+    return true;
+}
+
+static bool parse_value(struct parser *ps, yajl_val v)
+{
+    skip_ws(ps);
+    if (ps->p >= ps->end)
+        return parse_fail(ps, "unexpected end of text");
+    switch (*ps->p) {
+    case '{':
+        return parse_container(ps, v, true);
+    case '[':
+        return parse_container(ps, v, false);
+    case '"': {
+        char *str = parse_string(ps);
+        if (str == NULL)
+            return false;
+        v->type = yajl_t_string;
+        v->u.string = str;
+        return true;
+    }
+    case 't':
+        v->type = yajl_t_true;
+        return literal(ps, "true", 4);
+    case 'f':
+        v->type = yajl_t_false;
+        return literal(ps, "false", 5);
+    case 'n':
+        v->type = yajl_t_null;
+        return literal(ps, "null", 4);
+    default:
+        return parse_number(ps, v);
+    }
+}
+
 yajl_val lg_json_parse(const char *text, size_t len, size_t max_len, size_t max_depth, char *err,
                        size_t errlen)
 {
@@ -63,31 +504,40 @@ yajl_val lg_json_parse(const char *text, size_t len, size_t max_len, size_t max_
     }
     if (json_precheck(text, len, max_depth, err, errlen) != 0)
         return NULL;
-    char *copy = malloc(len + 1);
-    if (copy == NULL) {
+    struct parser ps = {
+        .start = text,
+        .p = text,
+        .end = text + len,
+        .max_depth = max_depth,
+        .err = err,
+        .errlen = errlen,
+    };
+    /* One block sized for the usual document; the root is its first node,
+     * which is how lg_json_free() finds the block again. */
+    ps.first = ps.cur = arena_block_new(len * 2 + 1024);
+    if (ps.first == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    memcpy(copy, text, len);
-    copy[len] = '\0';
-    char yerr[128] = "";
-    yajl_val v = yajl_tree_parse(copy, yerr, sizeof(yerr));
-    free(copy);
-    if (v == NULL) {
-        /* yajl's message spans lines and quotes the input: keep the first
-         * line only, so untrusted text never reaches a log whole. */
-        char *nl = strchr(yerr, '\n');
-        if (nl)
-            *nl = '\0';
-        snprintf(err, errlen, "invalid JSON: %s", yerr[0] ? yerr : "parse error");
+    yajl_val root = arena_alloc(&ps, sizeof(*root));
+    if (root == NULL || !parse_value(&ps, root)) {
+        arena_free(ps.first);
+        return NULL;
     }
-    return v;
+    skip_ws(&ps);
+    if (ps.p != ps.end) {
+        parse_fail(&ps, "trailing text after the value");
+        arena_free(ps.first);
+        return NULL;
+    }
+    return root;
 }
 
 void lg_json_free(yajl_val v)
 {
-    if (v)
-        yajl_tree_free(v);
+    if (v == NULL)
+        return;
+    arena_free((struct arena_block *)((char *)v - offsetof(struct arena_block, data)));
 }
 
 yajl_val lg_json_get(yajl_val obj, const char *key)

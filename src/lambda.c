@@ -34,6 +34,8 @@ struct pooled_conn {
     struct pool *pool;
     struct lg_lambda_call *call; /* the call using it, or NULL when idle */
     struct pooled_conn *next;
+    struct pooled_conn *idle_next; /* in the pool's idle stack */
+    bool idle;
 };
 
 struct pool {
@@ -42,6 +44,9 @@ struct pool {
     char *host;
     uint16_t port;
     struct pooled_conn *conns; /* idle and busy */
+    /* Idle connections, the most recently used on top (warm, and the one
+     * least likely to have been closed by the upstream meanwhile). */
+    struct pooled_conn *idle;
     size_t nconns;
     struct lg_lambda_call *wait_head, *wait_tail; /* calls waiting for a connection */
     struct pool *next;
@@ -172,8 +177,29 @@ static struct pool *pool_for(struct lg_lambda_client *c, const struct lg_conf_en
     return p;
 }
 
+static void idle_push(struct pool *p, struct pooled_conn *pc)
+{
+    pc->idle = true;
+    pc->idle_next = p->idle;
+    p->idle = pc;
+}
+
+static void idle_unlink(struct pool *p, struct pooled_conn *pc)
+{
+    if (!pc->idle)
+        return;
+    for (struct pooled_conn **pp = &p->idle; *pp; pp = &(*pp)->idle_next) {
+        if (*pp == pc) {
+            *pp = pc->idle_next;
+            break;
+        }
+    }
+    pc->idle = false;
+}
+
 static void pool_remove(struct pool *p, struct pooled_conn *pc)
 {
+    idle_unlink(p, pc);
     for (struct pooled_conn **pp = &p->conns; *pp; pp = &(*pp)->next) {
         if (*pp == pc) {
             *pp = pc->next;
@@ -359,7 +385,9 @@ static void on_answer(struct lg_httpc_conn *conn, const struct lg_httpc_response
     bool reuse = lg_httpc_conn_idle(conn);
     call_complete(call, &res);
     pc->call = NULL;
-    if (!reuse)
+    if (reuse)
+        idle_push(pool, pc);
+    else
         pool_remove(pool, pc);
     pool_dispatch(pool);
 }
@@ -379,17 +407,15 @@ static void pool_dispatch(struct pool *p)
     while (p->wait_head) {
         struct lg_lambda_call *call = p->wait_head;
         struct pooled_conn *free_pc = NULL;
-        struct pooled_conn *pc = p->conns;
-        while (pc) {
-            struct pooled_conn *next = pc->next;
-            if (pc->call == NULL && lg_httpc_conn_idle(pc->conn)) {
-                if (lg_httpc_conn_usable(pc->conn)) {
-                    free_pc = pc;
-                    break;
-                }
-                pool_remove(p, pc); /* closed by the upstream meanwhile */
+        while (p->idle) {
+            struct pooled_conn *pc = p->idle;
+            p->idle = pc->idle_next;
+            pc->idle = false;
+            if (lg_httpc_conn_usable(pc->conn)) {
+                free_pc = pc;
+                break;
             }
-            pc = next;
+            pool_remove(p, pc); /* closed by the upstream meanwhile */
         }
         if (free_pc == NULL) {
             if ((int64_t)p->nconns >= call->conf->lambda.max_connections)

@@ -730,6 +730,11 @@ int lg_sigv4_sign(const struct lg_sigv4_input *in, struct lg_sigv4_key_cache *ca
     size_t nheaders = 0;
     struct lg_buf cr, sts, signed_headers;
     lg_buf_init(&cr, SIGV4_CANONICAL_MAX);
+    /* A Lambda canonical request is a few hundred bytes: one allocation. */
+    if (lg_buf_reserve(&cr, 1024) != 0) {
+        set_err(err, errlen, "sigv4: out of memory");
+        return -1;
+    }
     lg_buf_init(&sts, 512);
     lg_buf_init(&signed_headers, sizeof(out->authorization) - 1);
     unsigned char key[SHA256_LEN], md[SHA256_LEN];

@@ -12,12 +12,14 @@
 
 /* Parse JSON text from outside. Before yajl sees it the text is checked for
  * length (<= max_len), NUL bytes and nesting depth (<= max_depth), since
- * yajl's tree parser recurses without limit and stops at a NUL. Comments are
- * not allowed. Returns the tree (caller frees with lg_json_free()) or NULL
- * with a reason in err. */
+ * a recursive parser must not recurse without limit and C strings stop at a
+ * NUL. Comments are not allowed. The tree has yajl's node layout (use
+ * yajl's macros) but is built by our own parser in one arena. Returns the tree (caller frees with
+ * lg_json_free()) or NULL with a reason in err. */
 yajl_val lg_json_parse(const char *text, size_t len, size_t max_len, size_t max_depth, char *err,
                        size_t errlen);
-/* Free a tree from lg_json_parse(); accepts NULL. */
+/* Free a tree from lg_json_parse() (only its root; never with
+ * yajl_tree_free: the tree lives in one arena); accepts NULL. */
 void lg_json_free(yajl_val v);
 
 /* Member key of an object, or NULL when v is not an object or has no such

@@ -284,6 +284,111 @@ START_TEST(test_parse_invalid)
 }
 END_TEST
 
+/* The arena parser builds yajl's node shapes: decoded strings, number
+ * flags as yajl_tree sets them, containers of any size. */
+START_TEST(test_parse_tree_shapes)
+{
+    yajl_val v = parse_ok("{\"s\":\"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\t\\u00e9\\u20ac\\ud83d\\ude00\","
+                          "\"i\":-12,\"big\":99999999999999999999,\"d\":2.5e1,\"inf\":1e400,"
+                          "\"t\":true,\"f\":false,\"n\":null,\"e\":{},\"a\":[]}");
+    ck_assert(YAJL_IS_OBJECT(v));
+    ck_assert_uint_eq(v->u.object.len, 10);
+    ck_assert_str_eq(lg_json_get_string(v, "s"),
+                     "a\"b\\c/d\b\f\n\r\t\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
+    yajl_val i = lg_json_get(v, "i");
+    ck_assert(YAJL_IS_NUMBER(i));
+    ck_assert(i->u.number.flags & YAJL_NUMBER_INT_VALID);
+    ck_assert_int_eq(i->u.number.i, -12);
+    ck_assert_str_eq(i->u.number.r, "-12");
+    yajl_val big = lg_json_get(v, "big");
+    ck_assert(!(big->u.number.flags & YAJL_NUMBER_INT_VALID));
+    ck_assert(big->u.number.flags & YAJL_NUMBER_DOUBLE_VALID);
+    yajl_val d = lg_json_get(v, "d");
+    ck_assert(!(d->u.number.flags & YAJL_NUMBER_INT_VALID));
+    ck_assert(d->u.number.d == 25.0);
+    yajl_val inf = lg_json_get(v, "inf");
+    ck_assert(!(inf->u.number.flags & (YAJL_NUMBER_INT_VALID | YAJL_NUMBER_DOUBLE_VALID)));
+    ck_assert(YAJL_IS_TRUE(lg_json_get(v, "t")));
+    ck_assert(YAJL_IS_FALSE(lg_json_get(v, "f")));
+    ck_assert(YAJL_IS_NULL(lg_json_get(v, "n")));
+    ck_assert(YAJL_IS_OBJECT(lg_json_get(v, "e")));
+    ck_assert_uint_eq(lg_json_get(v, "e")->u.object.len, 0);
+    ck_assert(YAJL_IS_ARRAY(lg_json_get(v, "a")));
+    lg_json_free(v);
+
+    /* A decoded NUL ends the C string, as in yajl's tree. */
+    v = parse_ok("[\"ab\\u0000cd\"]");
+    ck_assert_str_eq(v->u.array.values[0]->u.string, "ab");
+    lg_json_free(v);
+
+    /* Containers larger than the parser's on-stack gather (8), keys kept
+     * in order, duplicates kept (lg_json_get finds the first). */
+    char text[4096];
+    size_t n = 0;
+    n += (size_t)snprintf(text + n, sizeof(text) - n, "{");
+    for (int k = 0; k < 100; k++)
+        n += (size_t)snprintf(text + n, sizeof(text) - n,
+                              "%s\"k%d\":[%d,%d,%d,%d,%d,%d,%d,%d,%d,%d]", k ? "," : "", k, k, k, k,
+                              k, k, k, k, k, k, k);
+    n += (size_t)snprintf(text + n, sizeof(text) - n, ",\"k0\":\"dup\"}");
+    v = parse_ok(text);
+    ck_assert_uint_eq(v->u.object.len, 101);
+    for (int k = 0; k < 100; k++) {
+        char key[8];
+        snprintf(key, sizeof(key), "k%d", k);
+        ck_assert_str_eq(v->u.object.keys[k], key);
+        yajl_val arr = v->u.object.values[k];
+        ck_assert_uint_eq(arr->u.array.len, 10);
+        ck_assert_int_eq(arr->u.array.values[9]->u.number.i, k);
+    }
+    ck_assert(YAJL_IS_ARRAY(lg_json_get(v, "k0")));
+    lg_json_free(v);
+
+    /* Scalars at the top level, whitespace around. */
+    v = parse_ok(" \t\r\n\"x\" \n");
+    ck_assert_str_eq(v->u.string, "x");
+    lg_json_free(v);
+}
+END_TEST
+
+/* What the arena parser refuses beyond yajl's grammar checks. */
+START_TEST(test_parse_strictness)
+{
+    parse_bad("[\"\\ud800\"]", "invalid JSON: ");        /* lone high surrogate */
+    parse_bad("[\"\\udc00\"]", "invalid JSON: ");        /* lone low surrogate */
+    parse_bad("[\"\\ud800\\u0041\"]", "invalid JSON: "); /* high + non-low */
+    parse_bad("[\"\xc0\xaf\"]", "invalid JSON: ");       /* overlong */
+    parse_bad("[\"\xed\xa0\x80\"]", "invalid JSON: ");   /* encoded surrogate */
+    parse_bad("[\"a\tb\"]", "invalid JSON: ");           /* raw control byte */
+    parse_bad("[\"\\x41\"]", "invalid JSON: ");          /* unknown escape */
+    parse_bad("[\"\\u12\"]", "invalid JSON: ");          /* short \u */
+    parse_bad("[01]", "invalid JSON: ");                 /* leading zero */
+    parse_bad("[1.]", "invalid JSON: ");
+    parse_bad("[.5]", "invalid JSON: ");
+    parse_bad("[1e]", "invalid JSON: ");
+    parse_bad("[-]", "invalid JSON: ");
+    parse_bad("[tru]", "invalid JSON: ");
+    parse_bad("{\"a\" 1}", "invalid JSON: ");
+    parse_bad("{1:2}", "invalid JSON: ");
+    parse_bad("[1,]", "invalid JSON: ");
+    parse_bad("{\"a\":1,}", "invalid JSON: ");
+    parse_bad("[1] [2]", "invalid JSON: ");
+    parse_bad("", "invalid JSON: ");
+    parse_bad("   ", "invalid JSON: ");
+    /* Every truncation of a valid document is refused without reading past
+     * its end (an exact-size copy lets ASan see it). */
+    static const char doc[] = "{\"a\":[1,-2.5e3,\"x\\u00e9\\ud83d\\ude00\",true,null],\"b\":{}}";
+    for (size_t len = 0; len + 1 < sizeof(doc) - 1; len++) {
+        char *copy = malloc(len ? len : 1);
+        memcpy(copy, doc, len);
+        char err[LG_ERR_LEN];
+        yajl_val v = lg_json_parse(copy, len, MAX_LEN, LG_JSON_MAX_DEPTH, err, sizeof(err));
+        ck_assert_msg(v == NULL, "accepted a truncation of %zu bytes", len);
+        free(copy);
+    }
+}
+END_TEST
+
 START_TEST(test_parse_small_err_buffer)
 {
     char err[8];
@@ -677,6 +782,8 @@ int main(void)
     tcase_add_test(tc, test_parse_comments_and_slash);
     tcase_add_test(tc, test_parse_brackets_and_slashes_in_strings);
     tcase_add_test(tc, test_parse_invalid);
+    tcase_add_test(tc, test_parse_tree_shapes);
+    tcase_add_test(tc, test_parse_strictness);
     tcase_add_test(tc, test_parse_small_err_buffer);
     tcase_add_test(tc, test_get);
     tcase_add_test(tc, test_integer);
