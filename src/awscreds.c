@@ -74,16 +74,6 @@ static void free_secret(char *s)
     free(s);
 }
 
-static char *dup_n(const char *s, size_t n)
-{
-    char *p = malloc(n + 1);
-    if (p) {
-        memcpy(p, s, n);
-        p[n] = '\0';
-    }
-    return p;
-}
-
 /* A new set from slices (copied). token may be NULL; an empty token means
  * none. source is copied into the same allocation, so any string works.
  * NULL on no memory. */
@@ -98,10 +88,10 @@ static struct lg_creds *creds_new_n(const char *key, size_t key_len, const char 
     char *source_copy = (char *)(c + 1);
     memcpy(source_copy, source, source_len + 1);
     c->source = source_copy;
-    c->access_key_id = dup_n(key, key_len);
-    c->secret_access_key = dup_n(secret, secret_len);
+    c->access_key_id = strndup(key, key_len);
+    c->secret_access_key = strndup(secret, secret_len);
     if (token != NULL && token_len > 0)
-        c->session_token = dup_n(token, token_len);
+        c->session_token = strndup(token, token_len);
     if (c->access_key_id == NULL || c->secret_access_key == NULL ||
         (token != NULL && token_len > 0 && c->session_token == NULL)) {
         free(c->access_key_id);
@@ -784,7 +774,7 @@ static char *read_token_file(const char *variable, const char *path, char *err, 
             ok = ok && (unsigned char)*c >= 0x20 && (unsigned char)*c < 0x7f;
         if (!ok)
             snprintf(err, errlen, "%s %s holds a character that is not allowed", variable, path);
-        else if ((token = dup_n(s, (size_t)(e - s))) == NULL)
+        else if ((token = strndup(s, (size_t)(e - s))) == NULL)
             snprintf(err, errlen, "out of memory");
     }
     OPENSSL_cleanse(text, len);
@@ -1080,7 +1070,7 @@ static char *first_line(const char *body, size_t len)
     const char *nl = memchr(body, '\n', len);
     const char *s = body, *e = nl ? nl : body + len;
     trim(&s, &e);
-    return s == e ? NULL : dup_n(s, (size_t)(e - s));
+    return s == e ? NULL : strndup(s, (size_t)(e - s));
 }
 
 static bool valid_role_name(const char *s)
@@ -1412,7 +1402,7 @@ static int setup_imds(struct lg_creds_provider *p, char *err, size_t errlen)
     size_t n = strlen(base);
     while (n > 0 && base[n - 1] == '/')
         n--;
-    p->imds_base = dup_n(base, n);
+    p->imds_base = strndup(base, n);
     if (p->imds_base == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;

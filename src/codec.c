@@ -137,7 +137,7 @@ void lg_codec_hex(char *out, const unsigned char *in, size_t n)
     out[2 * n] = '\0';
 }
 
-static int hex_value(unsigned char c)
+int lg_codec_hex_value(unsigned char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -159,7 +159,8 @@ int lg_codec_pct_decode(struct lg_buf *out, const char *in, size_t n, bool plus_
         if (c == '%') {
             if (n - i < 3)
                 goto bad;
-            int h = hex_value((unsigned char)in[i + 1]), l = hex_value((unsigned char)in[i + 2]);
+            int h = lg_codec_hex_value((unsigned char)in[i + 1]),
+                l = lg_codec_hex_value((unsigned char)in[i + 2]);
             if (h < 0 || l < 0)
                 goto bad;
             c = (unsigned char)((h << 4) | l);

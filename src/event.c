@@ -359,17 +359,6 @@ static int classify_headers(struct build *b)
     return 0;
 }
 
-static int hex_digit(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decode one name or value with '+' as space, as API Gateway does
  * (aws-cdk issue 19827); a '%' without two hex digits stays as sent. The
  * result must be valid UTF-8 without NUL, since it goes into a JSON
@@ -386,7 +375,8 @@ static int query_decode(struct build *b, const char *s, size_t n, size_t *off, s
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '%' && n - i >= 3) {
-            int hi = hex_digit((unsigned char)s[i + 1]), lo = hex_digit((unsigned char)s[i + 2]);
+            int hi = lg_codec_hex_value((unsigned char)s[i + 1]),
+                lo = lg_codec_hex_value((unsigned char)s[i + 2]);
             if (hi >= 0 && lo >= 0) {
                 c = (unsigned char)(hi << 4 | lo);
                 i += 2;

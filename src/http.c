@@ -14,6 +14,7 @@
 #include <time.h>
 #include <event2/buffer.h>
 
+#include "lambdagate/codec.h"
 #include "lambdagate/http.h"
 
 /* tchar per RFC 9110 section 5.6.2. */
@@ -296,12 +297,18 @@ static int parse_fields(const char *block, size_t len, size_t pos, struct lg_htt
     return 0;
 }
 
-int lg_http_parse_request_head(const char *block, size_t len, struct lg_http_head *h, int *status)
+/* Clear what a parse sets (not the header array, filled as it goes). */
+static void head_init(struct lg_http_head *h)
 {
     memset(h, 0, offsetof(struct lg_http_head, headers));
     h->nheaders = 0;
     h->content_length = -1;
     h->chunked = h->keep_alive = h->expect_continue = false;
+}
+
+int lg_http_parse_request_head(const char *block, size_t len, struct lg_http_head *h, int *status)
+{
+    head_init(h);
     *status = 400;
 
     size_t pos = 0;
@@ -389,10 +396,7 @@ int lg_http_parse_request_head(const char *block, size_t len, struct lg_http_hea
 
 int lg_http_parse_response_head(const char *block, size_t len, struct lg_http_head *h)
 {
-    memset(h, 0, offsetof(struct lg_http_head, headers));
-    h->nheaders = 0;
-    h->content_length = -1;
-    h->chunked = h->keep_alive = h->expect_continue = false;
+    head_init(h);
 
     size_t pos = 0;
     const char *line;
@@ -607,15 +611,8 @@ enum lg_http_chunked_result lg_http_chunked_decode(struct lg_http_chunked *c, st
             uint64_t size = 0;
             size_t i = 0;
             for (; i < n; i++) {
-                char ch = line[i];
-                int d;
-                if (ch >= '0' && ch <= '9')
-                    d = ch - '0';
-                else if (ch >= 'a' && ch <= 'f')
-                    d = ch - 'a' + 10;
-                else if (ch >= 'A' && ch <= 'F')
-                    d = ch - 'A' + 10;
-                else
+                int d = lg_codec_hex_value((unsigned char)line[i]);
+                if (d < 0)
                     break;
                 if (i >= 15) { /* 15 hex digits is far past any body we accept */
                     free(line);

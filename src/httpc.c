@@ -19,16 +19,6 @@ void lg_httpc_url_free(struct lg_httpc_url *u)
     memset(u, 0, sizeof(*u));
 }
 
-static char *dup_n(const char *s, size_t n)
-{
-    char *p = malloc(n + 1);
-    if (p) {
-        memcpy(p, s, n);
-        p[n] = '\0';
-    }
-    return p;
-}
-
 /* A host name: letters, digits, '-', '.', '_' (the last for local names);
  * a bracketed IPv6 literal is handled by the caller. */
 static bool valid_hostname(const char *s, size_t n)
@@ -143,7 +133,7 @@ int lg_httpc_parse_url(const char *url, struct lg_httpc_url *out, char *err, siz
         default_port = port == (out->tls ? 443u : 80u);
     }
     out->port = (uint16_t)port;
-    out->host = dup_n(hostbuf, host_len);
+    out->host = strndup(hostbuf, host_len);
     char authority[300];
     if (default_port)
         snprintf(authority, sizeof(authority), ipv6 ? "[%s]" : "%s", hostbuf);

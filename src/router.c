@@ -241,25 +241,14 @@ int lg_router_check_template(const char *path, char *err, size_t errlen)
 
 /* ---- segment comparison --------------------------------------------- */
 
-static int hex_digit(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* The decoded byte at raw[*i], advancing *i past it. raw must have passed
  * split_path()'s checks, so every '%' is followed by two hex digits. */
 static unsigned char decoded_byte(const char *raw, size_t *i)
 {
     unsigned char c = (unsigned char)raw[*i];
     if (c == '%') {
-        c = (unsigned char)(hex_digit((unsigned char)raw[*i + 1]) << 4 |
-                            hex_digit((unsigned char)raw[*i + 2]));
+        c = (unsigned char)(lg_codec_hex_value((unsigned char)raw[*i + 1]) << 4 |
+                            lg_codec_hex_value((unsigned char)raw[*i + 2]));
         *i += 3;
     } else {
         *i += 1;
@@ -505,8 +494,8 @@ static long split_path(const char *path, size_t len, struct pseg *segs, size_t *
             if (c == '%') {
                 if (len - i < 3)
                     return -1;
-                int h = hex_digit((unsigned char)path[i + 1]);
-                int l = hex_digit((unsigned char)path[i + 2]);
+                int h = lg_codec_hex_value((unsigned char)path[i + 1]);
+                int l = lg_codec_hex_value((unsigned char)path[i + 2]);
                 if (h < 0 || l < 0 || (h == 0 && l == 0))
                     return -1;
                 c = (unsigned char)(h << 4 | l);

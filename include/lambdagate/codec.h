@@ -21,6 +21,9 @@ int lg_codec_base64_encode(struct lg_buf *out, const void *in, size_t n) LG_WUR;
 int lg_codec_base64_decode(struct lg_buf *out, const char *in, size_t n) LG_WUR;
 /* Decode base64url without padding (RFC 7515 appendix C), strictly. */
 int lg_codec_base64url_decode(struct lg_buf *out, const char *in, size_t n) LG_WUR;
+/* The value of one hex digit (either case), or -1. */
+int lg_codec_hex_value(unsigned char c);
+
 /* Lowercase hex of n bytes into out, which holds 2n + 1 bytes. */
 void lg_codec_hex(char *out, const unsigned char *in, size_t n);
 
