@@ -451,7 +451,9 @@ static void send_on(struct lg_lambda_call *call, struct pooled_conn *pc)
     struct lg_creds *creds = lg_creds_provider_get(c->creds);
     if (creds == NULL) {
         /* Expired with the refresh late: wait for it as on the first
-         * fetch, within the deadline; the connection stays in the pool. */
+         * fetch, within the deadline. The connection goes back to the idle
+         * stack (new or kept-alive, it counts toward max_connections). */
+        idle_push(call->pool, pc);
         call->state = CALL_WAIT_CREDS;
         arm(call, CREDS_POLL_MS * 1000);
         return;

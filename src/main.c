@@ -36,8 +36,24 @@ static void usage(FILE *out)
 struct control {
     struct event_base *base;
     struct lg_conf *conf;
+    struct lg_server *server;
+    struct event *drain_check;
     bool stopping;
 };
+
+/* While the workers drain, the control loop keeps running, so that
+ * credentials are still refreshed for the requests that are finishing;
+ * it ends when the last worker is done. */
+static void on_drain_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct control *ctl = arg;
+    if (lg_server_finished(ctl->server)) {
+        event_base_loopexit(ctl->base, NULL);
+        return;
+    }
+    struct timeval tv = {0, 20000};
+    evtimer_add(ctl->drain_check, &tv);
+}
 
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
@@ -46,7 +62,8 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
         return;
     ctl->stopping = true;
     lg_log(LG_LOG_INFO, "stopping signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    event_base_loopexit(ctl->base, NULL);
+    lg_server_stop(ctl->server);
+    on_drain_check(-1, 0, ctl);
 }
 
 static void on_reopen_signal(evutil_socket_t sig, short what, void *arg)
@@ -204,9 +221,16 @@ int main(int argc, char **argv)
     lg_log(LG_LOG_INFO, "lambdagate started version=%s workers=%zu routes=%zu config=%s",
            PACKAGE_VERSION, lg_server_workers(server), conf->nroutes, conf->path);
 
+    ctl.server = server;
+    ctl.drain_check = evtimer_new(ctl.base, on_drain_check, &ctl);
+    if (ctl.drain_check == NULL) {
+        lg_log(LG_LOG_ERROR, "out of memory");
+        lg_server_stop(server);
+        goto out;
+    }
     event_base_dispatch(ctl.base);
 
-    lg_server_stop(server);
+    lg_server_stop(server); /* a no-op after a stop signal */
     rc = 0;
 out:
     /* Joins the workers: in-flight requests finish first (bounded by
@@ -237,6 +261,8 @@ out:
         event_free(ev_hup);
     if (ev_usr1)
         event_free(ev_usr1);
+    if (ctl.drain_check)
+        event_free(ctl.drain_check);
     if (dns)
         evdns_base_free(dns, 0);
     if (ctl.base)

@@ -133,7 +133,8 @@ struct lg_worker {
 
 struct lg_server {
     atomic_bool stopping;
-    atomic_long nconns; /* open client connections of all workers */
+    atomic_size_t finished; /* workers whose loop has ended */
+    atomic_long nconns;     /* open client connections of all workers */
     struct lg_conf *conf;
     struct lg_creds_provider *creds;
     struct listen_sock *socks;
@@ -169,6 +170,14 @@ int64_t *lg_worker_inflight(struct lg_worker *w)
 size_t lg_server_workers(const struct lg_server *s)
 {
     return s->nworkers;
+}
+
+bool lg_server_finished(struct lg_server *s)
+{
+    size_t started = 0;
+    for (size_t i = 0; i < s->nworkers; i++)
+        started += s->workers[i].started;
+    return atomic_load(&s->finished) >= started;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -972,6 +981,7 @@ static void *worker_run(void *arg)
 {
     struct lg_worker *w = arg;
     event_base_dispatch(w->base);
+    atomic_fetch_add(&w->server->finished, 1);
     /* Whatever is left (a drain cut short) is released here. */
     while (w->conns)
         conn_close(w->conns);

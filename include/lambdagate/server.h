@@ -87,6 +87,9 @@ int lg_server_start(struct lg_server *s, char *err, size_t errlen) LG_WUR;
 /* Ask every worker to stop accepting, finish what is in flight (up to the
  * config's shutdown_timeout_ms) and exit its loop. Thread-safe. */
 void lg_server_stop(struct lg_server *s);
+/* True once every started worker's loop has ended (after lg_server_stop,
+ * when the drain is over). Thread-safe. */
+bool lg_server_finished(struct lg_server *s);
 /* Wait for the workers to end, then free everything. */
 void lg_server_free(struct lg_server *s);
 /* Number of workers started. */
