@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -665,6 +666,23 @@ static int escape_string(struct lg_buf *out, const char *str, size_t n, bool str
     size_t i = 0;
     while (i < n) {
         size_t run = i;
+        /* Eight bytes at a time while none needs work: no byte below 0x20,
+         * none with the high bit, no '"', '\\' or DEL (SWAR: a byte of
+         * has_zero(x) is set when that byte of x is zero). */
+        while (n - run >= 8) {
+            uint64_t w;
+            memcpy(&w, s + run, 8);
+            const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+#define HAS_ZERO(x) (((x)-ones) & ~(x)&highs)
+            uint64_t bad = ((w - 0x2020202020202020ull) & ~w & highs) | (w & highs) |
+                           HAS_ZERO(w ^ 0x2222222222222222ull) |
+                           HAS_ZERO(w ^ 0x5c5c5c5c5c5c5c5cull) |
+                           HAS_ZERO(w ^ 0x7f7f7f7f7f7f7f7full);
+#undef HAS_ZERO
+            if (bad)
+                break;
+            run += 8;
+        }
         while (run < n && s[run] >= 0x20 && s[run] < 0x7f && s[run] != '"' && s[run] != '\\')
             run++;
         if (run > i && lg_buf_append(out, s + i, run - i) != 0)
@@ -867,6 +885,28 @@ int lg_json_gen_str(struct lg_json_writer *w, const char *s, size_t n)
     return rc;
 }
 
+int lg_json_gen_plain(struct lg_json_writer *w, const char *s, size_t n)
+{
+    bool is_value = w->expect_value;
+    if (before_item(w, true) != 0)
+        return -1;
+    if (lg_buf_reserve(w->out, n + 2) != 0) {
+        w->failed = w->no_room = true;
+        return -1;
+    }
+    /* Room is reserved: these appends cannot fail. */
+    char *p = w->out->data + w->out->len;
+    p[0] = '"';
+    memcpy(p + 1, s, n);
+    p[n + 1] = '"';
+    w->out->len += n + 2;
+    w->out->data[w->out->len] = '\0';
+    w->value_written = is_value;
+    int rc = after_string(w);
+    w->value_written = false;
+    return rc;
+}
+
 int lg_json_gen_cstr(struct lg_json_writer *w, const char *s)
 {
     return lg_json_gen_str(w, s, strlen(s));
@@ -909,7 +949,7 @@ int lg_json_gen_null(struct lg_json_writer *w)
 
 int lg_json_gen_kv(struct lg_json_writer *w, const char *key, const char *value)
 {
-    if (lg_json_gen_cstr(w, key) != 0)
+    if (lg_json_gen_plain(w, key, strlen(key)) != 0)
         return -1;
     return value ? lg_json_gen_cstr(w, value) : lg_json_gen_null(w);
 }

@@ -88,6 +88,8 @@ struct lg_lambda_client {
     struct pool *pools;
     struct lg_sigv4_key_cache key_cache;
     uint64_t opened;
+    struct lg_buf head;   /* an Invoke request's head (reused) */
+    struct evbuffer *msg; /* the Invoke request being sent (reused) */
 };
 
 const char *lg_lambda_outcome_name(enum lg_lambda_outcome o)
@@ -125,6 +127,12 @@ struct lg_lambda_client *lg_lambda_client_new(struct event_base *base, struct ev
     c->base = base;
     c->dns = dns;
     c->creds = creds;
+    lg_buf_init(&c->head, 0);
+    c->msg = evbuffer_new();
+    if (c->msg == NULL) {
+        free(c);
+        return NULL;
+    }
     return c;
 }
 
@@ -147,6 +155,11 @@ void lg_lambda_client_free(struct lg_lambda_client *c)
         p = next;
     }
     OPENSSL_cleanse(&c->key_cache, sizeof(c->key_cache));
+    /* The head held a signature and possibly a session token. */
+    if (c->head.data)
+        OPENSSL_cleanse(c->head.data, c->head.cap);
+    lg_buf_free(&c->head);
+    evbuffer_free(c->msg);
     free(c);
 }
 
@@ -462,6 +475,7 @@ static void send_on(struct lg_lambda_call *call, struct pooled_conn *pc)
     char payload_hash[65];
     if (lg_sigv4_sha256_hex(call->payload, call->payload_len, payload_hash) != 0) {
         lg_creds_unref(creds);
+        idle_push(call->pool, pc); /* unused: back to the pool */
         call_fail_soon(call, LG_LAMBDA_ERROR, "SHA-256 failed");
         return;
     }
@@ -488,47 +502,51 @@ static void send_on(struct lg_lambda_call *call, struct pooled_conn *pc)
     };
     struct lg_sigv4_output sig;
     char err[LG_ERR_LEN];
-    int rc = lg_sigv4_sign(&in, &c->key_cache, &sig, NULL, err, sizeof(err));
-    if (rc != 0) {
+    if (lg_sigv4_sign(&in, &c->key_cache, &sig, NULL, err, sizeof(err)) != 0) {
         lg_creds_unref(creds);
+        idle_push(call->pool, pc); /* unused: back to the pool */
         call_fail_soon(call, LG_LAMBDA_ERROR, err);
         return;
     }
-    struct evbuffer *msg = evbuffer_new();
-    if (msg == NULL) {
-        lg_creds_unref(creds);
+    /* The head is assembled in the client's reusable buffer (inline
+     * appends, no printf) and added to the message once. */
+    struct lg_buf *hb = &c->head;
+    lg_buf_reset(hb);
+    char length[24];
+    int length_len = snprintf(length, sizeof(length), "%zu", call->payload_len);
+    static const char fixed[] = " HTTP/1.1\r\nUser-Agent: lambdagate/" PACKAGE_VERSION
+                                "\r\nContent-Type: application/json\r\nHost: ";
+    int rc = lg_buf_append(hb, LG_LITERAL("POST "));
+    rc |= lg_buf_puts(hb, route->invoke_path);
+    if (route->invoke_query) {
+        rc |= lg_buf_append(hb, LG_LITERAL("?"));
+        rc |= lg_buf_puts(hb, route->invoke_query);
+    }
+    rc |= lg_buf_append(hb, LG_LITERAL(fixed));
+    rc |= lg_buf_puts(hb, ep->authority);
+    rc |= lg_buf_append(hb, LG_LITERAL("\r\nContent-Length: "));
+    rc |= lg_buf_append(hb, length, (size_t)length_len);
+    rc |= lg_buf_append(hb, LG_LITERAL("\r\nX-Amz-Invocation-Type: "));
+    rc |= lg_buf_puts(hb, invocation);
+    rc |= lg_buf_append(hb, LG_LITERAL("\r\nX-Amz-Date: "));
+    rc |= lg_buf_append(hb, sig.amz_date, 16);
+    if (creds->session_token) {
+        rc |= lg_buf_append(hb, LG_LITERAL("\r\nX-Amz-Security-Token: "));
+        rc |= lg_buf_puts(hb, creds->session_token);
+    }
+    rc |= lg_buf_append(hb, LG_LITERAL("\r\nAuthorization: "));
+    rc |= lg_buf_puts(hb, sig.authorization);
+    rc |= lg_buf_append(hb, LG_LITERAL("\r\n\r\n"));
+    lg_creds_unref(creds);
+    OPENSSL_cleanse(&sig, sizeof(sig));
+    struct evbuffer *msg = c->msg;
+    evbuffer_drain(msg, evbuffer_get_length(msg));
+    if (rc != 0 || evbuffer_add(msg, hb->data, hb->len) != 0 ||
+        evbuffer_add(msg, call->payload, call->payload_len) != 0) {
+        idle_push(call->pool, pc); /* unused: back to the pool */
         call_fail_soon(call, LG_LAMBDA_ERROR, "out of memory");
         return;
     }
-    /* Appends, not printf: this runs for every request. */
-    char length[24];
-    int length_len = snprintf(length, sizeof(length), "%zu", call->payload_len);
-    evbuffer_add(msg, LG_LITERAL("POST "));
-    evbuffer_add(msg, route->invoke_path, strlen(route->invoke_path));
-    if (route->invoke_query) {
-        evbuffer_add(msg, LG_LITERAL("?"));
-        evbuffer_add(msg, route->invoke_query, strlen(route->invoke_query));
-    }
-    static const char fixed[] = " HTTP/1.1\r\nUser-Agent: lambdagate/" PACKAGE_VERSION
-                                "\r\nContent-Type: application/json\r\nHost: ";
-    evbuffer_add(msg, LG_LITERAL(fixed));
-    evbuffer_add(msg, ep->authority, strlen(ep->authority));
-    evbuffer_add(msg, LG_LITERAL("\r\nContent-Length: "));
-    evbuffer_add(msg, length, (size_t)length_len);
-    evbuffer_add(msg, LG_LITERAL("\r\nX-Amz-Invocation-Type: "));
-    evbuffer_add(msg, invocation, strlen(invocation));
-    evbuffer_add(msg, LG_LITERAL("\r\nX-Amz-Date: "));
-    evbuffer_add(msg, sig.amz_date, 16);
-    if (creds->session_token) {
-        evbuffer_add(msg, LG_LITERAL("\r\nX-Amz-Security-Token: "));
-        evbuffer_add(msg, creds->session_token, strlen(creds->session_token));
-    }
-    evbuffer_add(msg, LG_LITERAL("\r\nAuthorization: "));
-    evbuffer_add(msg, sig.authorization, strlen(sig.authorization));
-    evbuffer_add(msg, LG_LITERAL("\r\n\r\n"));
-    lg_creds_unref(creds);
-    OPENSSL_cleanse(&sig, sizeof(sig));
-    evbuffer_add(msg, call->payload, call->payload_len);
 
     int64_t left_ms = (call->deadline_us - now_us()) / 1000;
     if (left_ms < 1)
@@ -545,7 +563,6 @@ static void send_on(struct lg_lambda_call *call, struct pooled_conn *pc)
         pool_remove(call->pool, pc);
         call_fail_soon(call, LG_LAMBDA_ERROR, "connection not usable");
     }
-    evbuffer_free(msg);
 }
 
 static void enqueue(struct lg_lambda_call *call)

@@ -129,6 +129,7 @@ struct lg_worker {
     struct lg_conn *graveyard;
     int64_t inflight;
     struct evbuffer *out; /* an answer being assembled (reused) */
+    struct lg_buf head;   /* its head text (reused) */
 };
 
 struct lg_server {
@@ -421,42 +422,56 @@ void lg_req_respond(struct lg_req *req, int status, const struct lg_http_header 
     bool closing = !req->head.keep_alive || w->draining || c->phase == PHASE_CLOSING;
     struct evbuffer *out = w->out;
     evbuffer_drain(out, evbuffer_get_length(out));
+    /* The head is assembled in one buffer (cheap inline appends) and added
+     * to the output once. */
+    struct lg_buf *hb = &w->head;
+    lg_buf_reset(hb);
     char date[30];
     lg_http_date(date);
 
     char line[64];
     const char *reason = lg_http_reason(status);
     size_t n = status_line(line, status);
-    evbuffer_add(out, line, n);
-    evbuffer_add(out, reason, strlen(reason));
-    evbuffer_add(out, LG_LITERAL("\r\n"));
+    int rc = lg_buf_append(hb, line, n);
+    rc |= lg_buf_puts(hb, reason);
+    rc |= lg_buf_append(hb, LG_LITERAL("\r\n"));
     for (size_t i = 0; i < nheaders; i++) {
         if (is_managed_header(&headers[i]))
             continue;
-        evbuffer_add(out, headers[i].name, headers[i].name_len);
-        evbuffer_add(out, LG_LITERAL(": "));
-        evbuffer_add(out, headers[i].value, headers[i].value_len);
-        evbuffer_add(out, LG_LITERAL("\r\n"));
+        rc |= lg_buf_append(hb, headers[i].name, headers[i].name_len);
+        rc |= lg_buf_append(hb, LG_LITERAL(": "));
+        rc |= lg_buf_append(hb, headers[i].value, headers[i].value_len);
+        rc |= lg_buf_append(hb, LG_LITERAL("\r\n"));
     }
     /* 204 and 304 have no body and no length; 205 must not carry content
      * (RFC 9110 section 15.3.6), so its length is 0. */
     bool no_body = status == 204 || status == 304 || (status >= 100 && status < 200);
     if (status == 205)
         body_len = 0;
-    evbuffer_add(out, LG_LITERAL("x-request-id: "));
-    evbuffer_add(out, req->id, LG_REQUEST_ID_LEN);
-    evbuffer_add(out, LG_LITERAL("\r\nDate: "));
-    evbuffer_add(out, date, 29);
-    evbuffer_add(out, LG_LITERAL("\r\n"));
+    rc |= lg_buf_append(hb, LG_LITERAL("x-request-id: "));
+    rc |= lg_buf_append(hb, req->id, LG_REQUEST_ID_LEN);
+    rc |= lg_buf_append(hb, LG_LITERAL("\r\nDate: "));
+    rc |= lg_buf_append(hb, date, 29);
+    rc |= lg_buf_append(hb, LG_LITERAL("\r\n"));
     if (!no_body) {
         n = content_length_line(line, body_len);
-        evbuffer_add(out, line, n);
+        rc |= lg_buf_append(hb, line, n);
     }
     if (closing)
-        evbuffer_add(out, LG_LITERAL("Connection: close\r\n"));
+        rc |= lg_buf_append(hb, LG_LITERAL("Connection: close\r\n"));
     else if (req->head.version_minor == 0)
-        evbuffer_add(out, LG_LITERAL("Connection: keep-alive\r\n"));
-    evbuffer_add(out, LG_LITERAL("\r\n"));
+        rc |= lg_buf_append(hb, LG_LITERAL("Connection: keep-alive\r\n"));
+    rc |= lg_buf_append(hb, LG_LITERAL("\r\n"));
+    if (rc != 0) {
+        /* Out of memory for a head: nothing sensible can be sent. */
+        if (take_body)
+            free(body);
+        c->req = NULL;
+        req_free(req);
+        conn_close(c);
+        return;
+    }
+    evbuffer_add(out, hb->data, hb->len);
     if (!no_body && !req->is_head && body_len > 0) {
         if (take_body) {
             evbuffer_add_reference(out, body, body_len, free_body_cb, body);
@@ -1011,6 +1026,7 @@ static void worker_destroy(struct lg_worker *w)
         event_free(w->accept_resume);
     if (w->out)
         evbuffer_free(w->out);
+    lg_buf_free(&w->head);
     if (w->dns)
         evdns_base_free(w->dns, 0);
     if (w->base)
@@ -1056,6 +1072,7 @@ static int worker_init(struct lg_server *s, struct lg_worker *w, size_t id, char
     w->drain_timer = evtimer_new(w->base, drain_timeout_cb, w);
     w->reaper = event_new(w->base, -1, 0, reaper_cb, w);
     w->out = evbuffer_new();
+    lg_buf_init(&w->head, 0);
     w->accept_resume = evtimer_new(w->base, accept_resume_cb, w);
     w->listeners = calloc(s->nsocks, sizeof(*w->listeners));
     if (w->lambda == NULL || w->stop_ev == NULL || w->drain_timer == NULL || w->reaper == NULL ||

@@ -58,7 +58,11 @@ int lg_json_gen_str(struct lg_json_writer *w, const char *s, size_t n) LG_WUR;
 int lg_json_gen_int(struct lg_json_writer *w, int64_t v) LG_WUR;
 int lg_json_gen_bool(struct lg_json_writer *w, bool v) LG_WUR;
 int lg_json_gen_null(struct lg_json_writer *w) LG_WUR;
-/* key then string value (value NULL writes null). */
+/* A string that needs no escaping or checking (the caller's own literal:
+ * printable ASCII without '"' or '\\'), written as it is. */
+int lg_json_gen_plain(struct lg_json_writer *w, const char *s, size_t n) LG_WUR;
+/* key (plain, as for lg_json_gen_plain) then string value (value NULL
+ * writes null). */
 int lg_json_gen_kv(struct lg_json_writer *w, const char *key, const char *value) LG_WUR;
 
 /* Append s[0..n) to out as a quoted JSON string, escaping quotes,

@@ -583,6 +583,16 @@ START_TEST(test_gen_exact_text)
     /* One value at the top level. */
     ck_assert_int_eq(lg_json_gen_int(g, 1), -1);
     lg_buf_free(&x.buf);
+
+    /* Plain strings are written as they are, as names and as values. */
+    g = gen_start(&x);
+    ck_assert_int_eq(lg_json_gen_map_open(g), 0);
+    ck_assert_int_eq(lg_json_gen_plain(g, "key", 3), 0);
+    ck_assert_int_eq(lg_json_gen_plain(g, "value", 5), 0);
+    ck_assert_int_eq(lg_json_gen_kv(g, "k2", "v\"2"), 0);
+    ck_assert_int_eq(lg_json_gen_map_close(g), 0);
+    expect_gen(&x, "{\"key\":\"value\",\"k2\":\"v\\\"2\"}");
+    lg_buf_free(&x.buf);
 }
 END_TEST
 
@@ -626,8 +636,9 @@ START_TEST(test_gen_misuse)
 }
 END_TEST
 
-/* Every string must be refused by lg_json_gen_cstr, lg_json_gen_str and
- * lg_json_gen_kv (as key and as value) without writing anything. */
+/* Every string must be refused by lg_json_gen_cstr and lg_json_gen_str (as
+ * value and as member name) and as lg_json_gen_kv's value, without writing
+ * anything. */
 static void expect_gen_refused(const char *const *bad, size_t nbad)
 {
     for (size_t i = 0; i < nbad; i++) {
@@ -651,9 +662,11 @@ static void expect_gen_refused(const char *const *bad, size_t nbad)
         ck_assert_int_eq(lg_json_gen_map_open(g), 0);
         ck_assert_int_eq(lg_json_gen_kv(g, "k", bad[i]), -1);
         lg_buf_free(&x.buf);
+        /* As a member name written with lg_json_gen_str (lg_json_gen_kv's
+         * key is the caller's own literal and is not checked). */
         g = gen_start(&x);
         ck_assert_int_eq(lg_json_gen_map_open(g), 0);
-        ck_assert_int_eq(lg_json_gen_kv(g, bad[i], "v"), -1);
+        ck_assert_int_eq(lg_json_gen_str(g, bad[i], strlen(bad[i])), -1);
         expect_gen(&x, "{");
         lg_buf_free(&x.buf);
     }
@@ -727,6 +740,55 @@ START_TEST(test_append_string_escapes)
 }
 END_TEST
 
+/* The escaper reads eight bytes at a time while none needs work: a byte
+ * that does, at every position of a longer string, must still be seen.
+ * Compared with a byte-by-byte reference. */
+static void reference_escape(const unsigned char *s, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    char *o = out;
+    *o++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (c == '"' || c == '\\') {
+            *o++ = '\\';
+            *o++ = (char)c;
+        } else if (c == '\n') {
+            *o++ = '\\';
+            *o++ = 'n';
+        } else if (c < 0x20 || c == 0x7f) {
+            o += sprintf(o, "\\u00%c%c", hex[c >> 4], hex[c & 15]);
+        } else {
+            *o++ = (char)c; /* valid UTF-8 here is copied as it is */
+        }
+    }
+    *o++ = '"';
+    *o = '\0';
+}
+
+START_TEST(test_append_string_every_position)
+{
+    static const char *const specials[] = {"\x01", "\"",       "\\",          "\x7f",
+                                           "\n",   "\xc3\xa9", "\xe2\x82\xac"};
+    for (size_t k = 0; k < LG_ARRAY_LEN(specials); k++) {
+        size_t slen = strlen(specials[k]);
+        for (size_t pos = 0; pos + slen <= 40; pos++) {
+            unsigned char in[48];
+            memset(in, 'a', 40);
+            memcpy(in + pos, specials[k], slen);
+            char want[400];
+            reference_escape(in, 40, want);
+            struct lg_buf b;
+            lg_buf_init(&b, 0);
+            ck_assert_int_eq(lg_json_append_string(&b, (const char *)in, 40), 0);
+            ck_assert_msg(strcmp(lg_buf_cstr(&b), want) == 0, "special %zu at %zu: %s, want %s", k,
+                          pos, lg_buf_cstr(&b), want);
+            lg_buf_free(&b);
+        }
+    }
+}
+END_TEST
+
 START_TEST(test_append_string_utf8)
 {
     /* Valid UTF-8 is kept as is. */
@@ -792,6 +854,7 @@ int main(void)
     tcase_add_test(tc, test_gen_misuse);
     tcase_add_test(tc, test_append_string_escapes);
     tcase_add_test(tc, test_append_string_utf8);
+    tcase_add_test(tc, test_append_string_every_position);
     tcase_add_test(tc, test_append_string_bounded);
     suite_add_tcase(s, tc);
 
