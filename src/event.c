@@ -456,21 +456,24 @@ static const char *qvalue(const struct build *b, const struct item *it, size_t *
     return b->qtext.data + p->value_off;
 }
 
+/* The value of a grouped item: a decoded query value, or a request
+ * header's value. */
+static const char *item_value(const struct build *b, const struct item *it, bool query, size_t *len)
+{
+    if (query)
+        return qvalue(b, it, len);
+    *len = b->in->headers[it->pos].value_len;
+    return b->in->headers[it->pos].value;
+}
+
 /* Append a group's values to scratch, joined with sep. */
 static int join_group(struct build *b, const struct item *items, const struct group *gr,
                       const char *sep, bool query)
 {
     lg_buf_reset(&b->scratch);
     for (size_t k = 0; k < gr->count; k++) {
-        const struct item *it = &items[gr->start + k];
         size_t len;
-        const char *v;
-        if (query) {
-            v = qvalue(b, it, &len);
-        } else {
-            v = b->in->headers[it->pos].value;
-            len = b->in->headers[it->pos].value_len;
-        }
+        const char *v = item_value(b, &items[gr->start + k], query, &len);
         if ((k > 0 && lg_buf_puts(&b->scratch, sep) != 0) || lg_buf_append(&b->scratch, v, len))
             return -1;
     }
@@ -484,13 +487,7 @@ static int group_value(struct build *b, const struct item *items, const struct g
                        bool query, bool v2, const char **v, size_t *len)
 {
     if (gr->count == 1 || !v2) {
-        const struct item *it = &items[gr->start + gr->count - 1];
-        if (query) {
-            *v = qvalue(b, it, len);
-        } else {
-            *v = b->in->headers[it->pos].value;
-            *len = b->in->headers[it->pos].value_len;
-        }
+        *v = item_value(b, &items[gr->start + gr->count - 1], query, len);
         return 0;
     }
     if (join_group(b, items, gr, ",", query) != 0)
@@ -588,30 +585,40 @@ static int gen_headers_v2(struct build *b)
     return gen_close_map(g);
 }
 
-/* 1.0 "headers" (last value) or "multiValueHeaders" (all), each name
- * spelled as it first arrived. */
+/* The members of a map of grouped names, each spelled as it first
+ * arrived: with multi, every value in an array (1.0's multi-value maps);
+ * else one value, joined with "," (v2) or the last (1.0). */
+static int gen_group_members(struct build *b, const struct item *items, const struct group *groups,
+                             size_t ngroups, bool query, bool v2, bool multi)
+{
+    struct lg_json_writer *g = b->g;
+    for (size_t k = 0; k < ngroups; k++) {
+        const struct group *gr = &groups[k];
+        const struct item *first = &items[gr->start];
+        GEN(lg_json_gen_str(g, first->key, first->key_len));
+        size_t len;
+        const char *v;
+        if (multi) {
+            GEN(gen_open_array(g));
+            for (size_t i = 0; i < gr->count; i++) {
+                v = item_value(b, &items[gr->start + i], query, &len);
+                GEN(lg_json_gen_str(g, v, len));
+            }
+            GEN(gen_close_array(g));
+        } else {
+            GEN(group_value(b, items, gr, query, v2, &v, &len));
+            GEN(lg_json_gen_str(g, v, len));
+        }
+    }
+    return 0;
+}
+
+/* 1.0 "headers" (last value) or "multiValueHeaders" (all). */
 static int gen_headers_v1(struct build *b, bool multi)
 {
     struct lg_json_writer *g = b->g;
     GEN(gen_open_map(g));
-    for (size_t k = 0; k < b->nhgroups; k++) {
-        const struct group *gr = &b->hgroups[k];
-        const struct item *first = &b->hitems[gr->start];
-        GEN(lg_json_gen_str(g, first->key, first->key_len));
-        if (multi) {
-            GEN(gen_open_array(g));
-            for (size_t i = 0; i < gr->count; i++) {
-                const struct lg_http_header *h = &b->in->headers[b->hitems[gr->start + i].pos];
-                GEN(lg_json_gen_str(g, h->value, h->value_len));
-            }
-            GEN(gen_close_array(g));
-        } else {
-            const char *v;
-            size_t len;
-            GEN(group_value(b, b->hitems, gr, false, false, &v, &len));
-            GEN(lg_json_gen_str(g, v, len));
-        }
-    }
+    GEN(gen_group_members(b, b->hitems, b->hgroups, b->nhgroups, false, false, multi));
     GEN(gen_forwarded(b, false, multi));
     return gen_close_map(g);
 }
@@ -656,25 +663,7 @@ static int gen_query(struct build *b, bool v2, bool multi)
 {
     struct lg_json_writer *g = b->g;
     GEN(gen_open_map(g));
-    for (size_t k = 0; k < b->nqgroups; k++) {
-        const struct group *gr = &b->qgroups[k];
-        const struct item *first = &b->qitems[gr->start];
-        GEN(lg_json_gen_str(g, first->key, first->key_len));
-        if (multi) {
-            GEN(gen_open_array(g));
-            for (size_t i = 0; i < gr->count; i++) {
-                size_t len;
-                const char *v = qvalue(b, &b->qitems[gr->start + i], &len);
-                GEN(lg_json_gen_str(g, v, len));
-            }
-            GEN(gen_close_array(g));
-        } else {
-            const char *v;
-            size_t len;
-            GEN(group_value(b, b->qitems, gr, true, v2, &v, &len));
-            GEN(lg_json_gen_str(g, v, len));
-        }
-    }
+    GEN(gen_group_members(b, b->qitems, b->qgroups, b->nqgroups, true, v2, multi));
     return gen_close_map(g);
 }
 
