@@ -754,6 +754,19 @@ static int gen_body(struct build *b, bool *base64)
     return lg_json_gen_str(b->g, b->scratch.data, b->scratch.len);
 }
 
+/* requestContext's domainName and domainPrefix (both formats). */
+static int gen_domain(struct build *b)
+{
+    struct lg_json_writer *g = b->g;
+    const char *domain;
+    size_t domain_len, prefix_len;
+    domain_of(b, &domain, &domain_len, &prefix_len);
+    GEN(gen_key(g, "domainName"));
+    GEN(lg_json_gen_str(g, domain, domain_len));
+    GEN(gen_key(g, "domainPrefix"));
+    return lg_json_gen_str(g, domain, prefix_len);
+}
+
 static const char *route_key(const struct lg_event_request *in)
 {
     return in->route->route_key ? in->route->route_key : "$default";
@@ -809,13 +822,7 @@ static int gen_v2(struct build *b)
         GEN(gen_close_map(g));
         GEN(gen_close_map(g));
     }
-    const char *domain;
-    size_t domain_len, prefix_len;
-    domain_of(b, &domain, &domain_len, &prefix_len);
-    GEN(gen_key(g, "domainName"));
-    GEN(lg_json_gen_str(g, domain, domain_len));
-    GEN(gen_key(g, "domainPrefix"));
-    GEN(lg_json_gen_str(g, domain, prefix_len));
+    GEN(gen_domain(b));
     GEN(gen_key(g, "http"));
     GEN(gen_open_map(g));
     GEN(gen_key(g, "method"));
@@ -891,13 +898,7 @@ static int gen_v1(struct build *b)
         GEN(gen_key(g, "authorizer"));
         GEN(gen_jwt(b));
     }
-    const char *domain;
-    size_t domain_len, prefix_len;
-    domain_of(b, &domain, &domain_len, &prefix_len);
-    GEN(gen_key(g, "domainName"));
-    GEN(lg_json_gen_str(g, domain, domain_len));
-    GEN(gen_key(g, "domainPrefix"));
-    GEN(lg_json_gen_str(g, domain, prefix_len));
+    GEN(gen_domain(b));
     GEN(lg_json_gen_kv(g, "extendedRequestId", in->request_id ? in->request_id : ""));
     GEN(gen_key(g, "httpMethod"));
     GEN(lg_json_gen_str(g, in->method, in->method_len));

@@ -374,11 +374,6 @@ bool lg_httpc_conn_usable(struct lg_httpc_conn *c)
     return false;
 }
 
-uint64_t lg_httpc_conn_served(const struct lg_httpc_conn *c)
-{
-    return c->served;
-}
-
 static void reset_answer(struct lg_httpc_conn *c)
 {
     c->rstate = READ_HEAD;

@@ -15,7 +15,6 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <openssl/evp.h>
-#include <openssl/sha.h>
 
 #include "lambdagate/awscreds.h"
 #include "lambdagate/codec.h"
@@ -288,6 +287,7 @@ static void call_fail_soon(struct lg_lambda_call *call, enum lg_lambda_outcome o
 
 static void send_on(struct lg_lambda_call *call, struct pooled_conn *pc);
 static void arm(struct lg_lambda_call *call, int64_t us);
+static void enqueue(struct lg_lambda_call *call);
 
 /* Parse Retry-After as whole seconds (Lambda sends seconds). */
 static int64_t parse_retry_after(const struct lg_http_head *h)
@@ -334,13 +334,7 @@ static void on_answer(struct lg_httpc_conn *conn, const struct lg_httpc_response
         call->retried = true;
         pc->call = NULL;
         pool_remove(pool, pc);
-        call->state = CALL_QUEUED;
-        if (pool->wait_tail)
-            pool->wait_tail->wait_next = call;
-        else
-            pool->wait_head = call;
-        pool->wait_tail = call;
-        pool_dispatch(pool);
+        enqueue(call);
         return;
     }
 

@@ -81,8 +81,6 @@ bool lg_httpc_conn_idle(const struct lg_httpc_conn *conn);
  * is marked broken (its closed callback is not called: the caller drops
  * it). */
 bool lg_httpc_conn_usable(struct lg_httpc_conn *conn);
-/* Requests completed on this connection. */
-uint64_t lg_httpc_conn_served(const struct lg_httpc_conn *conn);
 /* Free; safe inside its own callback (the release is deferred). Accepts
  * NULL. A request in flight is abandoned without a callback. */
 void lg_httpc_conn_free(struct lg_httpc_conn *conn);
