@@ -19,7 +19,9 @@
 #include "lambdagate/buf.h"
 #include "lambdagate/codec.h"
 #include "lambdagate/conf.h"
+#include "lambdagate/apikey.h"
 #include "lambdagate/httpc.h"
+#include "lambdagate/jwks.h"
 #include "lambdagate/router.h"
 #include "lambdagate/tls.h"
 
@@ -116,6 +118,9 @@ struct loader {
     struct lg_conf *conf;
     bool jwt_given; /* auth.jwt was an object (even a faulty one) */
     bool api_keys_given;
+    int jwks_file_line; /* lines of auth.jwt.jwks_file / ca_file / api_keys.file */
+    int jwt_ca_line;
+    int api_keys_line;
     int ca_file_line;    /* where Lambda TLS errors go: lambda.ca_file, lambda, or 0 */
     bool ca_file_failed; /* lambda.ca_file was given but is unreadable (reported) */
 };
@@ -138,6 +143,7 @@ static void conf_error(struct loader *ld, int line, const char *fmt, ...)
         ld->errors_cap = cap;
     }
     struct lg_conf_error *it = &e->items[e->count++];
+    it->file = NULL;
     it->line = line;
     if (e->count > CONF_MAX_ERRORS) {
         snprintf(it->message, sizeof(it->message), "too many errors, giving up after %d",
@@ -911,6 +917,14 @@ static bool check_https_url(const char *s, char *why, size_t whylen)
     if (!tls)
         snprintf(why, whylen, "key sets are fetched over HTTPS only");
     return tls;
+}
+
+/* Cognito's token_use claim: "id" or "access". */
+static bool check_token_use(const char *s, char *why, size_t whylen)
+{
+    (void)why;
+    (void)whylen;
+    return strcmp(s, "id") == 0 || strcmp(s, "access") == 0;
 }
 
 /* Host names and addresses: printable, no spaces. */
@@ -1707,6 +1721,18 @@ static const struct key_spec jwt_keys[] = {
      .aux_offset = NO_AUX,
      .max = 256,
      .def_str = "sub"},
+    {.name = "token_use",
+     .type = SPEC_STRING,
+     .flags = F_NULLABLE,
+     .offset = offsetof(struct lg_conf_jwt, token_use),
+     .aux_offset = NO_AUX,
+     .check = check_token_use,
+     .what = "\"id\", \"access\" or null"},
+    {.name = "ca_file",
+     .type = SPEC_FILE,
+     .flags = F_NULLABLE,
+     .offset = offsetof(struct lg_conf_jwt, ca_file),
+     .aux_offset = NO_AUX},
 };
 static const struct key_table jwt_table = TABLE(jwt_keys, jwt_post);
 
@@ -2143,6 +2169,52 @@ static void lambda_post(struct loader *ld, const struct node *obj, void *base,
     ld->ca_file_failed = ca && ca->type != NODE_NULL && lambda->ca_file == NULL;
 }
 
+struct keys_file_errors {
+    struct loader *ld;
+    const char *path;
+};
+
+/* An error in the API keys file: reported against that file. */
+static void keys_file_error(void *arg, int line, const char *message)
+{
+    struct keys_file_errors *k = arg;
+    struct loader *ld = k->ld;
+    size_t before = ld->errors->count;
+    conf_error(ld, line, "%s", message);
+    if (ld->errors->count > before && before < CONF_MAX_ERRORS) {
+        struct lg_conf_error *e = &ld->errors->items[before];
+        e->file = strdup(k->path);
+    }
+}
+
+/* What authentication needs from files is read with the config, so that a
+ * bad key set or keys file is a load error (for -t and for a reload): the
+ * keys of jwks_file, the API keys file, and the TLS context for jwks_url.
+ * Skipped when the config already failed, as those are the costly parts. */
+static void build_auth(struct loader *ld, struct lg_conf *conf)
+{
+    if (ld->failed)
+        return;
+    char err[LG_ERR_LEN];
+    struct lg_conf_jwt *jwt = conf->auth.jwt;
+    if (jwt && jwt->jwks_file) {
+        jwt->keys = lg_jwks_load_file(jwt->jwks_file, err, sizeof(err));
+        if (jwt->keys == NULL)
+            conf_error(ld, ld->jwks_file_line, "auth.jwt.jwks_file: %s", err);
+    }
+    if (jwt && jwt->jwks_url) {
+        jwt->ssl_ctx = lg_tls_client_ctx_new(jwt->ca_file, err, sizeof(err));
+        if (jwt->ssl_ctx == NULL)
+            conf_error(ld, ld->jwt_ca_line, "cannot set up TLS for auth.jwt.jwks_url: %s", err);
+    }
+    if (conf->auth.api_keys_file) {
+        struct keys_file_errors k = {ld, conf->auth.api_keys_file};
+        conf->auth.api_keys = lg_apikeys_load(conf->auth.api_keys_file, keys_file_error, &k);
+        if (conf->auth.api_keys == NULL && !ld->failed)
+            conf_error(ld, ld->api_keys_line, "cannot load auth.api_keys.file");
+    }
+}
+
 /* The Lambda client context is built for every config that loads (the
  * endpoint may be https even without a ca_file). Loading the system CA
  * bundle costs tens of milliseconds, so a load that has already failed
@@ -2192,13 +2264,17 @@ static void jwt_post(struct loader *ld, const struct node *obj, void *base,
     } else if (!has_file && !has_url) {
         conf_error(ld, obj->line, "auth.jwt needs \"jwks_file\" or \"jwks_url\"");
     }
+    ld->jwks_file_line = seen_line(file, obj);
+    ld->jwt_ca_line = seen_line(seen_get(&jwt_table, seen, "ca_file"), obj);
 }
 
 static void api_keys_post(struct loader *ld, const struct node *obj, void *base,
                           const struct node *const *seen)
 {
-    if (obj)
+    if (obj) {
         ld->api_keys_given = true;
+        ld->api_keys_line = seen_line(seen_get(&api_keys_table, seen, "file"), obj);
+    }
 }
 
 static void read_route_throttle(struct loader *ld, const struct node *v, void *base,
@@ -2468,6 +2544,7 @@ static void top_post(struct loader *ld, const struct node *obj, void *base,
     }
     build_endpoints(ld, conf);
     build_lambda_tls(ld, conf);
+    build_auth(ld, conf);
 }
 
 /* ------------------------------------------------------------------------
@@ -2541,9 +2618,14 @@ static void conf_free(struct lg_conf *c)
         free(c->auth.jwt->jwks_file);
         free(c->auth.jwt->jwks_url);
         free(c->auth.jwt->identity_claim);
+        free(c->auth.jwt->token_use);
+        free(c->auth.jwt->ca_file);
+        lg_jwks_unref(c->auth.jwt->keys);
+        SSL_CTX_free(c->auth.jwt->ssl_ctx);
         free(c->auth.jwt);
     }
     free(c->auth.api_keys_file);
+    lg_apikeys_free(c->auth.api_keys);
 
     for (size_t i = 0; i < c->nroutes; i++)
         route_free(&c->routes[i]);
@@ -2567,7 +2649,8 @@ static void sort_errors(struct lg_conf_errors *e)
     for (size_t i = 1; i < n; i++) {
         struct lg_conf_error tmp = e->items[i];
         size_t j = i;
-        while (j > 0 && e->items[j - 1].line > tmp.line) {
+        while (j > 0 && e->items[j - 1].file == NULL && tmp.file == NULL &&
+               e->items[j - 1].line > tmp.line) {
             e->items[j] = e->items[j - 1];
             j--;
         }
@@ -2703,10 +2786,11 @@ void lg_conf_errors_print(const struct lg_conf_errors *errors, const char *path,
     FILE *out = fp;
     for (size_t i = 0; i < errors->count; i++) {
         const struct lg_conf_error *e = &errors->items[i];
+        const char *file = e->file ? e->file : path;
         if (e->line > 0)
-            fprintf(out, "%s:%d: %s\n", path, e->line, e->message);
+            fprintf(out, "%s:%d: %s\n", file, e->line, e->message);
         else
-            fprintf(out, "%s: %s\n", path, e->message);
+            fprintf(out, "%s: %s\n", file, e->message);
     }
 }
 
@@ -2714,6 +2798,8 @@ void lg_conf_errors_free(struct lg_conf_errors *errors)
 {
     if (errors == NULL)
         return;
+    for (size_t i = 0; i < errors->count; i++)
+        free(errors->items[i].file);
     free(errors->items);
     errors->items = NULL;
     errors->count = 0;

@@ -692,8 +692,11 @@ static int gen_jwt(struct build *b)
     GEN(gen_open_map(g));
     GEN(gen_key(g, "claims"));
     GEN(gen_open_map(g));
-    for (size_t i = 0; i < id->nclaims; i++)
-        GEN(lg_json_gen_kv(g, id->claims[i].name, id->claims[i].value ? id->claims[i].value : ""));
+    /* Claim names come from the token: escaped like any other text. */
+    for (size_t i = 0; i < id->nclaims; i++) {
+        GEN(lg_json_gen_cstr(g, id->claims[i].name));
+        GEN(lg_json_gen_cstr(g, id->claims[i].value ? id->claims[i].value : ""));
+    }
     GEN(gen_close_map(g));
     GEN(gen_key(g, "scopes"));
     if (id->scopes == NULL) {

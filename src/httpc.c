@@ -453,6 +453,11 @@ static void describe_tls_failure(struct lg_httpc_conn *c, char *out, size_t outl
         return;
     }
     unsigned long e = c->bev ? bufferevent_get_openssl_error(c->bev) : 0;
+    /* libevent queues SSL_get_error()'s SSL_ERROR_SYSCALL (5, library 0)
+     * as if it were an OpenSSL error when the socket failed (a refused
+     * connect): that is not a TLS error, the caller reports errno. */
+    while (e != 0 && ERR_GET_LIB(e) == 0)
+        e = bufferevent_get_openssl_error(c->bev);
     if (e) {
         char buf[200];
         ERR_error_string_n(e, buf, sizeof(buf));

@@ -13,6 +13,7 @@
 
 #include "lambdagate/awscreds.h"
 #include "lambdagate/conf.h"
+#include "lambdagate/jwks.h"
 #include "lambdagate/log.h"
 #include "lambdagate/server.h"
 #include "lambdagate/tls.h"
@@ -29,14 +30,16 @@ static void usage(FILE *out)
                  "  -V       print the version and exit\n"
                  "  -h       print this help and exit\n"
                  "\n"
-                 "Signals: SIGTERM/SIGINT stop gracefully, SIGUSR1 reopens the access log.\n"
+                 "Signals: SIGTERM/SIGINT stop gracefully, SIGHUP reloads the configuration,\n"
+                 "SIGUSR1 reopens the access log.\n"
                  "See lambdagate(8) and lambdagate.json(5).\n");
 }
 
 struct control {
     struct event_base *base;
-    struct lg_conf *conf;
+    struct lg_conf *conf; /* the current one: replaced by a reload */
     struct lg_server *server;
+    const char *jwks_url; /* of the running key set fetcher, or NULL */
     struct event *drain_check;
     bool stopping;
 };
@@ -75,23 +78,50 @@ static void on_reopen_signal(evutil_socket_t sig, short what, void *arg)
         lg_log(LG_LOG_INFO, "access log reopened");
 }
 
+static const char *jwks_url_of(const struct lg_conf *conf)
+{
+    return conf->auth.jwt ? conf->auth.jwt->jwks_url : NULL;
+}
+
+/* SIGHUP: load the whole file again (with its key set and API keys) and,
+ * when all of it is valid, serve new requests with it; otherwise log every
+ * error and keep the running config. */
 static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct control *ctl = arg;
-    /* Validate now so that an operator learns about errors at once; the
-     * swap into running workers is not implemented yet. */
+    if (ctl->stopping)
+        return;
     struct lg_conf_errors errors = {0};
     struct lg_conf *conf = lg_conf_load(ctl->conf->path, &errors);
     if (conf == NULL) {
         for (size_t i = 0; i < errors.count; i++)
-            lg_log(LG_LOG_ERROR, "reload refused file=%s line=%d error=\"%s\"", ctl->conf->path,
+            lg_log(LG_LOG_ERROR, "reload refused file=%s line=%d error=\"%s\"",
+                   errors.items[i].file ? errors.items[i].file : ctl->conf->path,
                    errors.items[i].line, errors.items[i].message);
         lg_conf_errors_free(&errors);
         return;
     }
-    lg_conf_unref(conf);
-    lg_log(LG_LOG_WARN, "SIGHUP: the new configuration is valid, but live reload is not "
-                        "implemented yet; restart lambdagate to apply it");
+    /* The key set fetcher of jwks_url lives as long as the process. */
+    const char *url = jwks_url_of(conf);
+    if ((url == NULL) != (ctl->jwks_url == NULL) || (url && strcmp(url, ctl->jwks_url) != 0)) {
+        lg_log(LG_LOG_ERROR,
+               "reload refused file=%s error=\"auth.jwt.jwks_url changed; "
+               "restart lambdagate to apply that\"",
+               ctl->conf->path);
+        lg_conf_unref(conf);
+        return;
+    }
+    char err[LG_ERR_LEN];
+    if (lg_server_reload(ctl->server, conf, err, sizeof(err)) != 0) {
+        lg_log(LG_LOG_ERROR, "reload refused file=%s error=\"%s\"", ctl->conf->path, err);
+        lg_conf_unref(conf);
+        return;
+    }
+    /* The URL string must stay valid: it now belongs to the new config. */
+    ctl->jwks_url = url;
+    lg_conf_unref(ctl->conf);
+    ctl->conf = conf;
+    lg_log(LG_LOG_INFO, "configuration reloaded file=%s routes=%zu", conf->path, conf->nroutes);
 }
 
 int main(int argc, char **argv)
@@ -170,6 +200,7 @@ int main(int argc, char **argv)
     struct control ctl = {.conf = conf};
     struct evdns_base *dns = NULL;
     struct lg_creds_provider *creds = NULL;
+    struct lg_jwks_provider *jwks = NULL;
     struct lg_server *server = NULL;
     struct event *ev_term = NULL, *ev_int = NULL, *ev_hup = NULL, *ev_usr1 = NULL;
 
@@ -194,7 +225,16 @@ int main(int argc, char **argv)
         lg_log(LG_LOG_ERROR, "AWS credentials: %s", err);
         goto out;
     }
-    server = lg_server_new(conf, creds, err, sizeof(err));
+    if (jwks_url_of(conf)) {
+        jwks = lg_jwks_provider_new(ctl.base, dns, jwks_url_of(conf), conf->auth.jwt->ssl_ctx, err,
+                                    sizeof(err));
+        if (jwks == NULL) {
+            lg_log(LG_LOG_ERROR, "auth.jwt.jwks_url: %s", err);
+            goto out;
+        }
+        ctl.jwks_url = jwks_url_of(conf);
+    }
+    server = lg_server_new(conf, creds, jwks, err, sizeof(err));
     if (server == NULL) {
         lg_log(LG_LOG_ERROR, "%s", err);
         goto out;
@@ -210,6 +250,8 @@ int main(int argc, char **argv)
         goto out;
     }
     lg_creds_provider_start(creds);
+    if (jwks)
+        lg_jwks_provider_start(jwks);
     if (lg_server_start(server, err, sizeof(err)) != 0) {
         lg_log(LG_LOG_ERROR, "%s", err);
         lg_server_stop(server);
@@ -249,6 +291,7 @@ out:
     if (rc == 0)
         lg_log(LG_LOG_INFO, "stopped");
     lg_creds_provider_free(creds);
+    lg_jwks_provider_free(jwks);
     /* A fetch cancelled just now releases its connection from the loop:
      * let that run before the loop goes away. */
     if (ctl.base)
@@ -268,7 +311,7 @@ out:
     if (ctl.base)
         event_base_free(ctl.base);
     lg_log_access_close();
-    lg_conf_unref(conf);
+    lg_conf_unref(ctl.conf);
     libevent_global_shutdown();
     return rc;
 }

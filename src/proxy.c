@@ -272,6 +272,58 @@ static void on_lambda_done(const struct lg_lambda_result *res, void *arg)
     }
 }
 
+static void invoke(struct lg_req *req, const char *method);
+static void authenticate(struct lg_req *req, bool retry);
+
+static void on_auth_wake(void *arg)
+{
+    struct lg_req *req = arg;
+    req->auth_wait = NULL;
+    authenticate(req, true);
+}
+
+/* The route's authenticator (CONTRACT section 5): 401 with
+ * WWW-Authenticate, 403, or on to the function. The reason goes to the
+ * diagnostic log, never to the client. */
+static void authenticate(struct lg_req *req, bool retry)
+{
+    const struct lg_conf_route *route = req->route;
+    enum lg_auth_outcome outcome =
+        lg_auth_check(lg_worker_auth(req->worker), req->conf, route, req->head.headers,
+                      req->head.nheaders, retry, &req->auth, on_auth_wake, req, &req->auth_wait);
+    struct lg_http_header h;
+    switch (outcome) {
+    case LG_AUTH_PENDING:
+        return;
+    case LG_AUTH_PASS:
+        req->identity = req->auth.identity_text;
+        break;
+    case LG_AUTH_UNAUTHORIZED:
+        lg_log_req(LG_LOG_INFO, req->id, "authentication failed route=\"%s\" reason=\"%s\"",
+                   route->route_key, req->auth.reason);
+        if (req->auth.token_sent)
+            header_set(&h, "WWW-Authenticate", LG_LITERAL("Bearer error=\"invalid_token\""));
+        else
+            header_set(&h, "WWW-Authenticate", LG_LITERAL("Bearer"));
+        respond_message(req, 401, "Unauthorized", &h, 1);
+        return;
+    case LG_AUTH_FORBIDDEN:
+        lg_log_req(LG_LOG_INFO, req->id, "authentication failed route=\"%s\" reason=\"%s\"",
+                   route->route_key, req->auth.reason);
+        if (req->auth.insufficient_scope) {
+            header_set(&h, "WWW-Authenticate", LG_LITERAL("Bearer error=\"insufficient_scope\""));
+            respond_message(req, 403, "Forbidden", &h, 1);
+        } else {
+            respond_message(req, 403, "Forbidden", NULL, 0);
+        }
+        return;
+    }
+    char method[METHOD_MAX + 1];
+    memcpy(method, req->head.method, req->head.method_len);
+    method[req->head.method_len] = '\0';
+    invoke(req, method);
+}
+
 void lg_proxy_handle(struct lg_req *req)
 {
     const struct lg_conf *conf = req->conf;
@@ -310,8 +362,19 @@ void lg_proxy_handle(struct lg_req *req)
     }
     req->matched = true;
     req->route = req->match.route;
-    const struct lg_conf_route *route = req->route;
+    if (req->route->auth != LG_AUTH_NONE) {
+        authenticate(req, false);
+        return;
+    }
+    invoke(req, method);
+}
 
+/* Invoke the route's function for req, whose caller (if the route wants
+ * one) has been authenticated. */
+static void invoke(struct lg_req *req, const char *method)
+{
+    const struct lg_conf *conf = req->conf;
+    const struct lg_conf_route *route = req->route;
     int64_t *inflight = lg_worker_inflight(req->worker);
     if (*inflight >= conf->limits.max_inflight) {
         struct lg_http_header h;
@@ -348,7 +411,9 @@ void lg_proxy_handle(struct lg_req *req)
         .time_ms = req->time_ms,
         .route = route,
         .match = &req->match,
-        .identity = NULL,
+        .identity = req->auth.outcome == LG_AUTH_PASS && req->auth.identity.kind != LG_IDENTITY_NONE
+                        ? &req->auth.identity
+                        : NULL,
     };
     size_t limit = route->invocation == LG_INVOKE_ASYNC ? LG_LAMBDA_ASYNC_PAYLOAD_MAX
                                                         : LG_LAMBDA_SYNC_PAYLOAD_MAX;
@@ -388,6 +453,8 @@ void lg_proxy_handle(struct lg_req *req)
 
 void lg_proxy_abort(struct lg_req *req)
 {
+    lg_auth_wait_cancel(req->auth_wait);
+    req->auth_wait = NULL;
     if (req->call) {
         lg_lambda_cancel(req->call);
         req->call = NULL;

@@ -63,7 +63,7 @@
 struct listen_sock {
     int fd;
     bool tls;
-    struct ssl_ctx_st *ssl_ctx; /* borrowed from the conf */
+    size_t index; /* in conf->listen: a reload keeps the listen list as it is */
     unsigned port;
     const char *text; /* borrowed from the conf */
 };
@@ -116,7 +116,9 @@ struct lg_worker {
     struct worker_listener *listeners;
     size_t nlisteners;
     struct lg_lambda_client *lambda;
+    struct lg_auth_worker *auth;
     struct lg_conf *conf;
+    uint64_t conf_gen; /* the server's conf_gen when conf was taken */
     struct event *stop_ev;
     int stop_fd; /* eventfd written by lg_server_stop (another thread) */
     struct event *drain_timer;
@@ -136,8 +138,14 @@ struct lg_server {
     atomic_bool stopping;
     atomic_size_t finished; /* workers whose loop has ended */
     atomic_long nconns;     /* open client connections of all workers */
+    /* The current config: replaced whole by a reload; workers notice the
+     * new generation and take a reference for their next connections and
+     * requests, while requests in flight keep the one they started with. */
+    pthread_mutex_t conf_lock;
     struct lg_conf *conf;
+    atomic_uint_fast64_t conf_gen;
     struct lg_creds_provider *creds;
+    struct lg_jwks_provider *jwks;
     struct listen_sock *socks;
     size_t nsocks;
     struct lg_worker *workers;
@@ -197,10 +205,27 @@ static void arm_ms(struct event *ev, int64_t ms)
     event_add(ev, &tv);
 }
 
+/* Take the config of a reload, if there was one since the last look. */
+static void worker_sync_conf(struct lg_worker *w)
+{
+    struct lg_server *s = w->server;
+    uint64_t gen = atomic_load_explicit(&s->conf_gen, memory_order_acquire);
+    if (gen == w->conf_gen)
+        return;
+    pthread_mutex_lock(&s->conf_lock);
+    struct lg_conf *old = w->conf;
+    w->conf = lg_conf_ref(s->conf);
+    w->conf_gen = atomic_load_explicit(&s->conf_gen, memory_order_relaxed);
+    pthread_mutex_unlock(&s->conf_lock);
+    lg_conf_unref(old);
+}
+
 static void req_free(struct lg_req *req)
 {
     if (req == NULL)
         return;
+    lg_auth_wait_cancel(req->auth_wait);
+    lg_auth_result_clear(&req->auth);
     if (req->matched)
         lg_router_match_clear(&req->match);
     if (req->body)
@@ -337,6 +362,7 @@ static struct lg_req *req_new(struct lg_conn *c)
     }
     req->conn = c;
     req->worker = c->worker;
+    worker_sync_conf(c->worker);
     req->conf = lg_conf_ref(c->worker->conf);
     lg_codec_uuid4(req->id);
     req->start_us = mono_us();
@@ -827,6 +853,7 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struc
         return;
     }
     /* limits.max_connections: refused here, before any memory is spent. */
+    worker_sync_conf(w);
     if (atomic_fetch_add(&w->server->nconns, 1) >= w->conf->limits.max_connections) {
         atomic_fetch_sub(&w->server->nconns, 1);
         evutil_closesocket(fd);
@@ -853,7 +880,7 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struc
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->ip, sizeof(c->ip));
     }
     if (sock->tls) {
-        SSL *ssl = SSL_new(sock->ssl_ctx);
+        SSL *ssl = SSL_new(w->conf->listen[sock->index].ssl_ctx);
         if (ssl == NULL) {
             ERR_clear_error();
             atomic_fetch_sub(&w->server->nconns, 1);
@@ -1005,6 +1032,8 @@ static void *worker_run(void *arg)
     /* Release upstream connections; their frees run on this loop. */
     lg_lambda_client_free(w->lambda);
     w->lambda = NULL;
+    lg_auth_worker_free(w->auth);
+    w->auth = NULL;
     event_base_loop(w->base, EVLOOP_NONBLOCK);
     return NULL;
 }
@@ -1014,6 +1043,7 @@ static void worker_destroy(struct lg_worker *w)
     worker_close_listeners(w);
     free(w->listeners);
     lg_lambda_client_free(w->lambda);
+    lg_auth_worker_free(w->auth);
     if (w->stop_ev)
         event_free(w->stop_ev);
     if (w->stop_fd >= 0)
@@ -1041,6 +1071,7 @@ static int worker_init(struct lg_server *s, struct lg_worker *w, size_t id, char
     w->id = id;
     w->stop_fd = -1;
     w->conf = lg_conf_ref(s->conf);
+    w->conf_gen = atomic_load(&s->conf_gen);
     w->base = event_base_new();
     if (w->base == NULL) {
         snprintf(err, errlen, "cannot create an event loop");
@@ -1058,6 +1089,11 @@ static int worker_init(struct lg_server *s, struct lg_worker *w, size_t id, char
         evdns_base_load_hosts(w->dns, NULL);
     }
     w->lambda = lg_lambda_client_new(w->base, w->dns, s->creds);
+    w->auth = lg_auth_worker_new(w->base, s->jwks);
+    if (w->lambda == NULL || w->auth == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     /* The only cross-thread call is the stop request: an eventfd the
      * worker's loop watches, so that loops need no locking (libevent's
      * evthread locks would cost a mutex on every event operation). */
@@ -1138,16 +1174,22 @@ static unsigned sockaddr_port(const struct sockaddr_storage *ss)
     return ntohs(((const struct sockaddr_in *)ss)->sin_port);
 }
 
-struct lg_server *lg_server_new(struct lg_conf *conf, struct lg_creds_provider *creds, char *err,
-                                size_t errlen)
+struct lg_server *lg_server_new(struct lg_conf *conf, struct lg_creds_provider *creds,
+                                struct lg_jwks_provider *jwks, char *err, size_t errlen)
 {
     struct lg_server *s = calloc(1, sizeof(*s));
     if (s == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    if (pthread_mutex_init(&s->conf_lock, NULL) != 0) {
+        free(s);
+        snprintf(err, errlen, "cannot create a mutex");
+        return NULL;
+    }
     s->conf = lg_conf_ref(conf);
     s->creds = creds;
+    s->jwks = jwks;
     s->socks = calloc(conf->nlisten, sizeof(*s->socks));
     if (s->socks == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -1160,7 +1202,7 @@ struct lg_server *lg_server_new(struct lg_conf *conf, struct lg_creds_provider *
             goto fail;
         s->nsocks++;
         ls->tls = l->tls;
-        ls->ssl_ctx = l->ssl_ctx;
+        ls->index = i;
         ls->port = sockaddr_port(&l->address.sa);
         ls->text = l->address.text;
     }
@@ -1236,5 +1278,36 @@ void lg_server_free(struct lg_server *s)
         close(s->socks[i].fd);
     free(s->socks);
     lg_conf_unref(s->conf);
+    pthread_mutex_destroy(&s->conf_lock);
     free(s);
+}
+
+int lg_server_reload(struct lg_server *s, struct lg_conf *conf, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->conf_lock);
+    struct lg_conf *old = s->conf;
+    pthread_mutex_unlock(&s->conf_lock);
+    /* The listening sockets were bound at start and are shared by the
+     * workers by position. */
+    bool same = conf->nlisten == old->nlisten;
+    for (size_t i = 0; same && i < conf->nlisten; i++) {
+        const struct lg_conf_listen *a = &conf->listen[i], *b = &old->listen[i];
+        same = a->tls == b->tls && a->address.salen == b->address.salen &&
+               memcmp(&a->address.sa, &b->address.sa, a->address.salen) == 0;
+    }
+    if (!same) {
+        snprintf(err, errlen, "the listen addresses changed; restart lambdagate to apply that");
+        return -1;
+    }
+    pthread_mutex_lock(&s->conf_lock);
+    s->conf = lg_conf_ref(conf);
+    atomic_fetch_add_explicit(&s->conf_gen, 1, memory_order_release);
+    pthread_mutex_unlock(&s->conf_lock);
+    lg_conf_unref(old);
+    return 0;
+}
+
+struct lg_auth_worker *lg_worker_auth(struct lg_worker *w)
+{
+    return w->auth;
 }

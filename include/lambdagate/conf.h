@@ -11,6 +11,8 @@
 
 struct lg_router;
 struct ssl_ctx_st;
+struct lg_jwks;
+struct lg_apikeys;
 
 /* A token bucket setting: tokens per second (fractional allowed, > 0) and
  * bucket size (integer >= 1). */
@@ -109,11 +111,18 @@ struct lg_conf_jwt {
     char *jwks_url;
     int64_t leeway_s;     /* default 60 */
     char *identity_claim; /* default "sub" */
+    char *token_use;      /* NULL = not checked; "id" or "access" */
+    char *ca_file;        /* extra CA bundle for jwks_url; NULL = system CAs only */
+    /* Loaded with the config: the keys of jwks_file (NULL with jwks_url),
+     * and the client TLS context for jwks_url (NULL with jwks_file). */
+    struct lg_jwks *keys;
+    struct ssl_ctx_st *ssl_ctx;
 };
 
 struct lg_conf_auth {
-    struct lg_conf_jwt *jwt; /* NULL = no JWT authenticator */
-    char *api_keys_file;     /* NULL = no API keys */
+    struct lg_conf_jwt *jwt;     /* NULL = no JWT authenticator */
+    char *api_keys_file;         /* NULL = no API keys */
+    struct lg_apikeys *api_keys; /* the file's keys, loaded with the config */
 };
 
 enum lg_conf_store_kind {
@@ -245,7 +254,8 @@ struct lg_conf {
 
 /* One error found while loading: "FILE:LINE: message". */
 struct lg_conf_error {
-    int line; /* 0 when the error is not tied to a line */
+    char *file; /* NULL: the config file; else another file it names (owned) */
+    int line;   /* 0 when the error is not tied to a line */
     char message[LG_ERR_LEN];
 };
 
@@ -266,7 +276,9 @@ struct lg_conf *lg_conf_load(const char *path, struct lg_conf_errors *errors);
 /* The same from text in memory; path is used in messages only. */
 struct lg_conf *lg_conf_load_text(const char *path, const char *text, size_t len,
                                   struct lg_conf_errors *errors);
-/* Print every error as "FILE:LINE: message" (or "FILE: message") to fp. */
+/* Print every error as "FILE:LINE: message" (or "FILE: message") to fp;
+ * FILE is path unless the error is in a file that the config names (the API
+ * keys file). */
 void lg_conf_errors_print(const struct lg_conf_errors *errors, const char *path, void *fp);
 void lg_conf_errors_free(struct lg_conf_errors *errors);
 

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lambdagate/auth.h"
 #include "lambdagate/conf.h"
 #include "lambdagate/http.h"
 #include "lambdagate/lambdagate.h"
@@ -14,6 +15,7 @@
 struct event_base;
 struct evbuffer;
 struct lg_creds_provider;
+struct lg_jwks_provider;
 struct lg_lambda_call;
 struct lg_lambda_client;
 
@@ -51,6 +53,8 @@ struct lg_req {
     bool matched;
     struct lg_lambda_call *call;
     bool counted_inflight;
+    struct lg_auth_result auth;     /* cleared when the request is released */
+    struct lg_auth_wait *auth_wait; /* waiting for a key set */
 
     /* For the access log. */
     int status;
@@ -75,13 +79,20 @@ void lg_req_respond_message(struct lg_req *req, int status, const char *message,
 
 /* The worker's Lambda client and in-flight counter, for the pipeline. */
 struct lg_lambda_client *lg_worker_lambda(struct lg_worker *w);
+struct lg_auth_worker *lg_worker_auth(struct lg_worker *w);
 int64_t *lg_worker_inflight(struct lg_worker *w);
 
 /* Bind every listen address of conf (so that errors show before anything
- * starts) and prepare conf's workers. creds is shared by all workers. NULL
- * with err set on failure. */
-struct lg_server *lg_server_new(struct lg_conf *conf, struct lg_creds_provider *creds, char *err,
-                                size_t errlen);
+ * starts) and prepare conf's workers. creds and jwks (NULL without an
+ * auth.jwt.jwks_url) are shared by all workers and must outlive the
+ * server. NULL with err set on failure. */
+struct lg_server *lg_server_new(struct lg_conf *conf, struct lg_creds_provider *creds,
+                                struct lg_jwks_provider *jwks, char *err, size_t errlen);
+/* Serve new connections and requests with conf (a reference is taken);
+ * requests in flight finish with the config they started with. The listen
+ * addresses must be those the server was started with (they are bound
+ * once): -1 with err set otherwise. Call from the control thread. */
+int lg_server_reload(struct lg_server *s, struct lg_conf *conf, char *err, size_t errlen) LG_WUR;
 /* Start the worker threads. */
 int lg_server_start(struct lg_server *s, char *err, size_t errlen) LG_WUR;
 /* Ask every worker to stop accepting, finish what is in flight (up to the

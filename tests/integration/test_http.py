@@ -1234,9 +1234,6 @@ def test_sighup_with_a_bad_config_keeps_serving(fresh_gw):
         f.write(good)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: SIGHUP only validates the new config (main.c "
-                   "on_reload_signal logs 'live reload is not implemented yet'); CONTRACT "
-                   "section 2 says it reloads without dropping connections")
 def test_sighup_reloads_routes_without_dropping_connections(fresh_gw):
     gw = fresh_gw
     with connect(gw) as s:

@@ -8,9 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "lambdagate/apikey.h"
 #include "lambdagate/buf.h"
 #include "lambdagate/conf.h"
+#include "lambdagate/jwks.h"
 #include "lambdagate/router.h"
 
 /* Inline configs are loaded as if they were this file, so that relative
@@ -1263,6 +1266,110 @@ START_TEST(test_errors_print)
 }
 END_TEST
 
+/* Write text to a new temporary file; returns its path (static buffer). */
+static const char *temp_file(const char *text)
+{
+    static char path[64];
+    snprintf(path, sizeof(path), "/tmp/lg-test-conf-XXXXXX");
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return path;
+}
+
+START_TEST(test_auth_files_loaded)
+{
+    struct lg_conf *c = load_ok_file(CONF_DIR "/full.json");
+    ck_assert_ptr_nonnull(c->auth.jwt->keys);
+    ck_assert_uint_eq(c->auth.jwt->keys->nkeys, 1);
+    ck_assert_str_eq(c->auth.jwt->keys->keys[0].kid, "conf-test");
+    ck_assert_ptr_null(c->auth.jwt->ssl_ctx); /* jwks_file: nothing fetched */
+    ck_assert_ptr_null(c->auth.jwt->token_use);
+    ck_assert_ptr_nonnull(c->auth.api_keys);
+    ck_assert_uint_eq(c->auth.api_keys->nkeys, 1);
+    /* The digest in api_keys.json is SHA-256("test"). */
+    const struct lg_apikey *k = lg_apikeys_find(c->auth.api_keys, "test", 4);
+    ck_assert_ptr_nonnull(k);
+    ck_assert_str_eq(k->id, "test-app");
+    ck_assert_ptr_null(lg_apikeys_find(c->auth.api_keys, "tesT", 4));
+    lg_conf_unref(c);
+
+    c = load_ok(HEAD "  \"auth\": { \"jwt\": { \"issuer\": \"i\", \"audience\": [\"a\"],\n"
+                     "    \"jwks_url\": \"https://example.com/jwks.json\", \"token_use\": "
+                     "\"access\" } },\n" ROUTES "}\n");
+    ck_assert_str_eq(c->auth.jwt->token_use, "access");
+    ck_assert_ptr_null(c->auth.jwt->keys);
+    ck_assert_ptr_nonnull(c->auth.jwt->ssl_ctx);
+    lg_conf_unref(c);
+
+    expect_error(
+        HEAD
+        "  \"auth\": { \"jwt\": { \"issuer\": \"i\", \"audience\": [\"a\"],\n"
+        "    \"jwks_url\": \"https://example.com/jwks.json\", \"token_use\": \"both\" } },\n" ROUTES
+        "}\n",
+        4, "\"token_use\" must be \"id\", \"access\" or null, got \"both\"");
+}
+END_TEST
+
+START_TEST(test_auth_file_errors)
+{
+    /* A key set without one usable key: reported at the jwks_file line. */
+    char text[1024];
+    const char *jwks = temp_file("{ \"keys\": [ { \"kty\": \"oct\", \"k\": \"c2VjcmV0\" } ] }\n");
+    snprintf(text, sizeof(text),
+             HEAD "  \"auth\": { \"jwt\": { \"issuer\": \"i\", \"audience\": [\"a\"],\n"
+                  "    \"jwks_file\": \"%s\" } },\n" ROUTES "}\n",
+             jwks);
+    struct lg_conf_errors e;
+    ck_assert_ptr_null(load(text, &e));
+    ck_assert_uint_eq(e.count, 1);
+    ck_assert_int_eq(e.items[0].line, 4);
+    ck_assert_ptr_null(e.items[0].file);
+    ck_assert_msg(strncmp(e.items[0].message, "auth.jwt.jwks_file: ", 20) == 0, "%s",
+                  e.items[0].message);
+    lg_conf_errors_free(&e);
+    unlink(jwks);
+
+    /* Errors in the API keys file name that file and its lines. */
+    const char *keys = temp_file("{ \"keys\": [\n"
+                                 "  { \"id\": \"a\", \"sha256\": \"xyz\" },\n"
+                                 "  { \"id\": \"b\", \"sha256\": \"9f86d081884c7d659a2feaa0c55ad015"
+                                 "a3bf4f1b2b0b822cd15d6c15b0f00a08\", \"bogus\": 1 }\n"
+                                 "] }\n");
+    char keys_path[64];
+    snprintf(keys_path, sizeof(keys_path), "%s", keys);
+    snprintf(text, sizeof(text),
+             HEAD "  \"lisen\": 1,\n"
+                  "  \"auth\": { \"api_keys\": { \"file\": \"%s\" } },\n" ROUTES "}\n",
+             keys_path);
+    ck_assert_ptr_null(load(text, &e));
+    /* The config's own error first: the keys file is read only when the
+     * config is otherwise valid. */
+    ck_assert_uint_eq(e.count, 1);
+    ck_assert_int_eq(e.items[0].line, 3);
+    lg_conf_errors_free(&e);
+    snprintf(text, sizeof(text),
+             HEAD "  \"auth\": { \"api_keys\": { \"file\": \"%s\" } },\n" ROUTES "}\n", keys_path);
+    ck_assert_ptr_null(load(text, &e));
+    ck_assert_uint_eq(e.count, 2);
+    ck_assert_str_eq(e.items[0].file, keys_path);
+    ck_assert_int_eq(e.items[0].line, 2);
+    ck_assert_str_eq(e.items[1].file, keys_path);
+    ck_assert_int_eq(e.items[1].line, 3);
+    char buf[2048] = "";
+    FILE *fp = fmemopen(buf, sizeof(buf) - 1, "w");
+    ck_assert_ptr_nonnull(fp);
+    lg_conf_errors_print(&e, "/etc/lambdagate/lambdagate.json", fp);
+    fclose(fp);
+    char want[128];
+    snprintf(want, sizeof(want), "%s:2: ", keys_path);
+    ck_assert_msg(strncmp(buf, want, strlen(want)) == 0, "%s", buf);
+    lg_conf_errors_free(&e);
+    unlink(keys_path);
+}
+END_TEST
+
 START_TEST(test_load_without_error_list)
 {
     /* errors may be NULL: nothing leaks, the result is still right. */
@@ -1493,6 +1600,8 @@ int main(void)
     tcase_add_test(api, test_load_without_error_list);
     tcase_add_test(api, test_refcount);
     tcase_add_test(api, test_parse_address);
+    tcase_add_test(api, test_auth_files_loaded);
+    tcase_add_test(api, test_auth_file_errors);
     tcase_add_test(api, test_cidr_parse);
     tcase_add_test(api, test_cidr_contains);
     suite_add_tcase(s, api);
