@@ -440,7 +440,12 @@ static int read_id(struct parser *p, const struct value *v)
             return bad_member(p, FRAME_KEY, "id", v, false, what);
     }
     struct lg_apikey *k = cur_key(p);
-    k->id = strndup(v->text, v->len);
+    /* yajl's string is not NUL-terminated: copy exactly len bytes. */
+    k->id = malloc(v->len + 1);
+    if (k->id) {
+        memcpy(k->id, v->text, v->len);
+        k->id[v->len] = '\0';
+    }
     if (k->id == NULL) {
         snprintf(p->fatal, sizeof(p->fatal), "out of memory");
         return 0;

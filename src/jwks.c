@@ -973,6 +973,14 @@ bool lg_jwks_provider_refetch(struct lg_jwks_provider *p)
     return ok;
 }
 
+void lg_jwks_provider_fetch_now(struct lg_jwks_provider *p)
+{
+    if (p == NULL || !p->started)
+        return;
+    /* A fetch in flight already brings the issuer's current set. */
+    fetch_start(p);
+}
+
 bool lg_jwks_provider_busy(struct lg_jwks_provider *p)
 {
     pthread_mutex_lock(&p->lock);

@@ -735,7 +735,7 @@ enum lg_jwt_status lg_jwt_verify(const char *token, size_t len, const struct lg_
     if (key == NULL) {
         char quoted[KID_QUOTE_MAX + 4];
         sanitise_kid(quoted, kid);
-        st = fail(err, errlen, LG_JWT_UNKNOWN_KID, "no key with kid \"%s\"", quoted);
+        st = fail(err, errlen, LG_JWT_UNKNOWN_KID, "no key with kid '%s'", quoted);
         goto done;
     }
     st = verify_signature(alg, key, token, (size_t)(dot2 - token), (const unsigned char *)sbuf.data,

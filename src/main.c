@@ -40,6 +40,7 @@ struct control {
     struct lg_conf *conf; /* the current one: replaced by a reload */
     struct lg_server *server;
     const char *jwks_url; /* of the running key set fetcher, or NULL */
+    struct lg_jwks_provider *jwks;
     struct event *drain_check;
     bool stopping;
 };
@@ -119,6 +120,8 @@ static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
     }
     /* The URL string must stay valid: it now belongs to the new config. */
     ctl->jwks_url = url;
+    /* A reload re-reads the key set too (CONTRACT section 2). */
+    lg_jwks_provider_fetch_now(ctl->jwks);
     lg_conf_unref(ctl->conf);
     ctl->conf = conf;
     lg_log(LG_LOG_INFO, "configuration reloaded file=%s routes=%zu", conf->path, conf->nroutes);
@@ -233,6 +236,7 @@ int main(int argc, char **argv)
             goto out;
         }
         ctl.jwks_url = jwks_url_of(conf);
+        ctl.jwks = jwks;
     }
     server = lg_server_new(conf, creds, jwks, err, sizeof(err));
     if (server == NULL) {

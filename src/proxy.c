@@ -11,15 +11,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <event2/buffer.h>
 
 #include "lambdagate/event.h"
 #include "lambdagate/lambda.h"
 #include "lambdagate/log.h"
+#include "lambdagate/metrics.h"
 #include "lambdagate/proxy.h"
 
 /* Headers we add to an answer beyond the function's own. */
-#define EXTRA_HEADERS 8
+#define EXTRA_HEADERS 12
 
 /* The longest method we route; longer ones cannot match a route. */
 #define METHOD_MAX 32
@@ -73,15 +76,39 @@ static size_t cors_answer_headers(const struct lg_req *req, const struct lg_conf
     return n;
 }
 
-/* Answer {"message": ...} with the route's CORS headers (when it has CORS)
- * and the extra ones. */
+/* Text of the RateLimit-* values, alive while an answer is sent. */
+struct ratelimit_text {
+    char v[3][24];
+};
+
+/* RateLimit-Limit, -Remaining and -Reset once the request went through a
+ * bucket (CONTRACT section 8). Returns how many were written (0 or 3). */
+static size_t ratelimit_headers(const struct lg_req *req, struct ratelimit_text *t,
+                                struct lg_http_header *out)
+{
+    if (!req->has_ratelimit)
+        return 0;
+    const struct lg_rl_result *r = &req->ratelimit;
+    snprintf(t->v[0], sizeof(t->v[0]), "%lld", (long long)r->limit);
+    snprintf(t->v[1], sizeof(t->v[1]), "%lld", (long long)r->remaining);
+    snprintf(t->v[2], sizeof(t->v[2]), "%lld", (long long)r->reset_s);
+    header_set(&out[0], "RateLimit-Limit", t->v[0], strlen(t->v[0]));
+    header_set(&out[1], "RateLimit-Remaining", t->v[1], strlen(t->v[1]));
+    header_set(&out[2], "RateLimit-Reset", t->v[2], strlen(t->v[2]));
+    return 3;
+}
+
+/* Answer {"message": ...} with the route's CORS headers (when it has CORS),
+ * the RateLimit-* ones (when throttled) and the extra ones. */
 static void respond_message(struct lg_req *req, int status, const char *message,
                             const struct lg_http_header *extra, size_t nextra)
 {
     struct lg_http_header headers[EXTRA_HEADERS];
+    struct ratelimit_text rt;
     size_t n = 0;
     if (req->route && req->route->cors)
         n = cors_answer_headers(req, req->route->cors, headers);
+    n += ratelimit_headers(req, &rt, headers + n);
     for (size_t i = 0; i < nextra && n < LG_ARRAY_LEN(headers); i++)
         headers[n++] = extra[i];
     lg_req_respond_message(req, status, message, headers, n);
@@ -190,6 +217,8 @@ static void respond_function(struct lg_req *req, struct lg_event_response *r)
     }
     if (cors)
         n += cors_answer_headers(req, cors, headers + n);
+    struct ratelimit_text rt;
+    n += ratelimit_headers(req, &rt, headers + n);
     size_t len;
     char *body = lg_buf_steal(&r->body, &len);
     lg_req_respond(req, r->status, headers, n, body, len, true);
@@ -211,7 +240,9 @@ static void on_lambda_done(const struct lg_lambda_result *res, void *arg)
     case LG_LAMBDA_OK:
         if (route->invocation == LG_INVOKE_ASYNC) {
             struct lg_http_header headers[EXTRA_HEADERS];
+            struct ratelimit_text rt;
             size_t n = route->cors ? cors_answer_headers(req, route->cors, headers) : 0;
+            n += ratelimit_headers(req, &rt, headers + n);
             lg_req_respond(req, 202, headers, n, NULL, 0, false);
             return;
         } else {
@@ -249,6 +280,7 @@ static void on_lambda_done(const struct lg_lambda_result *res, void *arg)
         return;
     case LG_LAMBDA_THROTTLED: {
         log_lambda(req, LG_LOG_INFO, res);
+        lg_metrics_refused(LG_REASON_LAMBDA);
         char retry[24];
         snprintf(retry, sizeof(retry), "%lld",
                  (long long)(res->retry_after_s > 0 ? res->retry_after_s : 1));
@@ -274,6 +306,7 @@ static void on_lambda_done(const struct lg_lambda_result *res, void *arg)
 
 static void invoke(struct lg_req *req, const char *method);
 static void authenticate(struct lg_req *req, bool retry);
+static void throttle(struct lg_req *req);
 
 static void on_auth_wake(void *arg)
 {
@@ -318,10 +351,96 @@ static void authenticate(struct lg_req *req, bool retry)
         }
         return;
     }
+    throttle(req);
+}
+
+/* On to the function once throttling let the request through. */
+static void proceed(struct lg_req *req)
+{
     char method[METHOD_MAX + 1];
     memcpy(method, req->head.method, req->head.method_len);
     method[req->head.method_len] = '\0';
     invoke(req, method);
+}
+
+static void throttle_done(struct lg_req *req, const struct lg_throttle_result *res)
+{
+    if (res->has_headers) {
+        req->has_ratelimit = true;
+        req->ratelimit = res->headers;
+    }
+    if (res->allowed) {
+        proceed(req);
+        return;
+    }
+    req->throttled = true;
+    lg_metrics_refused(res->reason);
+    lg_log_req(LG_LOG_INFO, req->id, "throttled route=\"%s\" reason=%s retry_after=%lld",
+               req->route->route_key, lg_metrics_reason_name(res->reason),
+               (long long)res->retry_after_s);
+    char retry[24];
+    snprintf(retry, sizeof(retry), "%lld", (long long)res->retry_after_s);
+    struct lg_http_header h;
+    header_set(&h, "Retry-After", retry, strlen(retry));
+    respond_message(req, 429, "Too Many Requests", &h, 1);
+}
+
+static void on_throttled(const struct lg_throttle_result *res, void *arg)
+{
+    struct lg_req *req = arg;
+    req->throttle_call = NULL;
+    throttle_done(req, res);
+}
+
+/* The caller's buckets and quota (CONTRACT sections 3 and 8), after
+ * authentication so that the identity is known. */
+static void throttle(struct lg_req *req)
+{
+    struct lg_conf *conf = req->conf;
+    struct lg_throttle_request tr = {
+        .conf = conf,
+        .route = req->route,
+        .identity = req->auth.identity_text ? req->auth.identity_text : req->source_ip,
+        .api_key = req->auth.api_key,
+        .now_s = req->time_ms / 1000,
+    };
+    struct lg_redis *redis =
+        conf->throttle.store == LG_STORE_REDIS ? lg_worker_redis(req->worker, conf) : NULL;
+    struct lg_throttle_result res;
+    if (lg_throttle_decide(lg_worker_ratelimit(req->worker), redis, &tr, &res, on_throttled, req,
+                           &req->throttle_call) == 1)
+        return;
+    throttle_done(req, &res);
+}
+
+/* limits.allow and limits.deny: a denied address, or one outside a
+ * non-empty allow list. */
+static bool address_allowed(const struct lg_conf_limits *l, const char *ip)
+{
+    if (l->nallow == 0 && l->ndeny == 0)
+        return true;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    if (strchr(ip, ':')) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        s6->sin6_family = AF_INET6;
+        if (inet_pton(AF_INET6, ip, &s6->sin6_addr) != 1)
+            return false;
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        s4->sin_family = AF_INET;
+        if (inet_pton(AF_INET, ip, &s4->sin_addr) != 1)
+            return false;
+    }
+    for (size_t i = 0; i < l->ndeny; i++)
+        if (lg_conf_cidr_contains(&l->deny[i], (const struct sockaddr *)&ss))
+            return false;
+    if (l->nallow == 0)
+        return true;
+    for (size_t i = 0; i < l->nallow; i++)
+        if (lg_conf_cidr_contains(&l->allow[i], (const struct sockaddr *)&ss))
+            return true;
+    return false;
 }
 
 void lg_proxy_handle(struct lg_req *req)
@@ -334,6 +453,24 @@ void lg_proxy_handle(struct lg_req *req)
     }
     memcpy(method, req->head.method, req->head.method_len);
     method[req->head.method_len] = '\0';
+
+    /* Refusals that come before anything else (CONTRACT section 8). */
+    if (!address_allowed(&conf->limits, req->source_ip)) {
+        lg_metrics_refused(LG_REASON_DENY);
+        lg_req_respond_message(req, 403, "Forbidden", NULL, 0);
+        return;
+    }
+    int64_t retry_after;
+    if (!lg_throttle_per_ip(lg_worker_ratelimit(req->worker), conf, req->source_ip, &retry_after)) {
+        req->throttled = true;
+        lg_metrics_refused(LG_REASON_PER_IP);
+        char retry[24];
+        snprintf(retry, sizeof(retry), "%lld", (long long)retry_after);
+        struct lg_http_header h;
+        header_set(&h, "Retry-After", retry, strlen(retry));
+        lg_req_respond_message(req, 429, "Too Many Requests", &h, 1);
+        return;
+    }
 
     if (strcmp(method, "OPTIONS") == 0) {
         const struct lg_http_header *origin = find_header(req, "origin");
@@ -366,7 +503,7 @@ void lg_proxy_handle(struct lg_req *req)
         authenticate(req, false);
         return;
     }
-    invoke(req, method);
+    throttle(req);
 }
 
 /* Invoke the route's function for req, whose caller (if the route wants
@@ -381,6 +518,7 @@ static void invoke(struct lg_req *req, const char *method)
         header_set(&h, "Retry-After", "1", 1);
         lg_log_req(LG_LOG_WARN, req->id, "too many Lambda invocations in flight route=\"%s\"",
                    route->route_key);
+        lg_metrics_refused(LG_REASON_MAX_INFLIGHT);
         respond_message(req, 503, "Service Unavailable", &h, 1);
         return;
     }
@@ -453,6 +591,8 @@ static void invoke(struct lg_req *req, const char *method)
 
 void lg_proxy_abort(struct lg_req *req)
 {
+    lg_throttle_cancel(req->throttle_call);
+    req->throttle_call = NULL;
     lg_auth_wait_cancel(req->auth_wait);
     req->auth_wait = NULL;
     if (req->call) {

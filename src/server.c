@@ -32,6 +32,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 
 #include "lambdagate/buf.h"
@@ -39,8 +40,12 @@
 #include "lambdagate/json.h"
 #include "lambdagate/lambda.h"
 #include "lambdagate/log.h"
+#include "lambdagate/metrics.h"
 #include "lambdagate/proxy.h"
+#include "lambdagate/ratelimit.h"
+#include "lambdagate/redis.h"
 #include "lambdagate/server.h"
+#include "lambdagate/throttle.h"
 
 /* Backlog of each listening socket. */
 #define LISTEN_BACKLOG 1024
@@ -97,6 +102,8 @@ struct lg_conn {
     bool read_paused; /* input past its bound while a request is processed */
     size_t lingered;
     struct lg_conn *grave_next;
+    uint8_t ip_key[16]; /* the client's address as IPv6 (IPv4 mapped) */
+    bool ip_counted;    /* counted in the server's per-address table */
 };
 
 /* One listener of one worker on one shared socket. */
@@ -117,6 +124,8 @@ struct lg_worker {
     size_t nlisteners;
     struct lg_lambda_client *lambda;
     struct lg_auth_worker *auth;
+    struct lg_redis *redis;     /* made when a store is "redis" */
+    struct lg_conf *redis_conf; /* the config whose redis settings it uses */
     struct lg_conf *conf;
     uint64_t conf_gen; /* the server's conf_gen when conf was taken */
     struct event *stop_ev;
@@ -134,8 +143,26 @@ struct lg_worker {
     struct lg_buf head;   /* its head text (reused) */
 };
 
+/* Open connections per client address, for max_connections_per_ip: shared
+ * by the workers, sharded under mutexes; an entry lives while its address
+ * has connections, so the table is bounded by max_connections. */
+#define IPC_SHARDS 64
+#define IPC_SLOTS  256
+struct ipc_entry {
+    uint8_t addr[16];
+    uint32_t count;
+    struct ipc_entry *next;
+};
+struct ipc_shard {
+    pthread_mutex_t lock;
+    struct ipc_entry *slots[IPC_SLOTS];
+};
+
 struct lg_server {
     atomic_bool stopping;
+    struct ipc_shard ipc[IPC_SHARDS];
+    uint64_t ipc_seed;
+    struct lg_rl_local *rl; /* local buckets and quotas of the instance */
     atomic_size_t finished; /* workers whose loop has ended */
     atomic_long nconns;     /* open client connections of all workers */
     /* The current config: replaced whole by a reload; workers notice the
@@ -157,6 +184,63 @@ static int64_t mono_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static uint64_t ipc_hash(const struct lg_server *s, const uint8_t addr[16])
+{
+    /* FNV-1a, seeded per process: a client picks only its own addresses,
+     * so aiming at one chain is not in its power anyway. */
+    uint64_t h = 1469598103934665603ull ^ s->ipc_seed;
+    for (int i = 0; i < 16; i++) {
+        h ^= addr[i];
+        h *= 1099511628211ull;
+    }
+    return h ^ (h >> 29);
+}
+
+/* Count one more connection from addr unless it already has limit.
+ * False when refused. */
+static bool ipc_acquire(struct lg_server *s, const uint8_t addr[16], int64_t limit)
+{
+    uint64_t h = ipc_hash(s, addr);
+    struct ipc_shard *sh = &s->ipc[h % IPC_SHARDS];
+    size_t slot = (size_t)((h / IPC_SHARDS) % IPC_SLOTS);
+    bool ok = false;
+    pthread_mutex_lock(&sh->lock);
+    struct ipc_entry *e = sh->slots[slot];
+    while (e && memcmp(e->addr, addr, 16) != 0)
+        e = e->next;
+    if (e == NULL) {
+        e = calloc(1, sizeof(*e));
+        if (e) {
+            memcpy(e->addr, addr, 16);
+            e->next = sh->slots[slot];
+            sh->slots[slot] = e;
+        }
+    }
+    if (e && (int64_t)e->count < limit) {
+        e->count++;
+        ok = true;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return ok;
+}
+
+static void ipc_release(struct lg_server *s, const uint8_t addr[16])
+{
+    uint64_t h = ipc_hash(s, addr);
+    struct ipc_shard *sh = &s->ipc[h % IPC_SHARDS];
+    size_t slot = (size_t)((h / IPC_SHARDS) % IPC_SLOTS);
+    pthread_mutex_lock(&sh->lock);
+    struct ipc_entry **pe = &sh->slots[slot];
+    while (*pe && memcmp((*pe)->addr, addr, 16) != 0)
+        pe = &(*pe)->next;
+    struct ipc_entry *e = *pe;
+    if (e && e->count > 0 && --e->count == 0) {
+        *pe = e->next;
+        free(e);
+    }
+    pthread_mutex_unlock(&sh->lock);
 }
 
 static int64_t wall_ms(void)
@@ -225,6 +309,7 @@ static void req_free(struct lg_req *req)
     if (req == NULL)
         return;
     lg_auth_wait_cancel(req->auth_wait);
+    lg_throttle_cancel(req->throttle_call);
     lg_auth_result_clear(&req->auth);
     if (req->matched)
         lg_router_match_clear(&req->match);
@@ -320,6 +405,8 @@ static void conn_close(struct lg_conn *c)
         c->req = NULL;
     }
     atomic_fetch_sub(&w->server->nconns, 1);
+    if (c->ip_counted)
+        ipc_release(w->server, c->ip_key);
     bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     event_del(c->timer);
@@ -856,6 +943,21 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struc
     worker_sync_conf(w);
     if (atomic_fetch_add(&w->server->nconns, 1) >= w->conf->limits.max_connections) {
         atomic_fetch_sub(&w->server->nconns, 1);
+        lg_metrics_refused(LG_REASON_MAX_CONNECTIONS);
+        evutil_closesocket(fd);
+        return;
+    }
+    /* limits.max_connections_per_ip, counted for the whole instance. */
+    uint8_t ip_key[16] = {0};
+    if (sa->sa_family == AF_INET6) {
+        memcpy(ip_key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    } else {
+        ip_key[10] = ip_key[11] = 0xff;
+        memcpy(ip_key + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    }
+    if (!ipc_acquire(w->server, ip_key, w->conf->limits.max_connections_per_ip)) {
+        atomic_fetch_sub(&w->server->nconns, 1);
+        lg_metrics_refused(LG_REASON_MAX_CONNECTIONS_IP);
         evutil_closesocket(fd);
         return;
     }
@@ -863,10 +965,13 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struc
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct lg_conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
+        ipc_release(w->server, ip_key);
         atomic_fetch_sub(&w->server->nconns, 1);
         evutil_closesocket(fd);
         return;
     }
+    memcpy(c->ip_key, ip_key, 16);
+    c->ip_counted = true;
     c->worker = w;
     c->sock = sock;
     if (sa->sa_family == AF_INET6) {
@@ -883,6 +988,7 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struc
         SSL *ssl = SSL_new(w->conf->listen[sock->index].ssl_ctx);
         if (ssl == NULL) {
             ERR_clear_error();
+            ipc_release(w->server, ip_key);
             atomic_fetch_sub(&w->server->nconns, 1);
             evutil_closesocket(fd);
             free(c);
@@ -905,6 +1011,7 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struc
         if (c->timer)
             event_free(c->timer);
         free(c);
+        ipc_release(w->server, ip_key);
         atomic_fetch_sub(&w->server->nconns, 1);
         return;
     }
@@ -1034,6 +1141,10 @@ static void *worker_run(void *arg)
     w->lambda = NULL;
     lg_auth_worker_free(w->auth);
     w->auth = NULL;
+    lg_redis_free(w->redis);
+    w->redis = NULL;
+    lg_conf_unref(w->redis_conf);
+    w->redis_conf = NULL;
     event_base_loop(w->base, EVLOOP_NONBLOCK);
     return NULL;
 }
@@ -1044,6 +1155,8 @@ static void worker_destroy(struct lg_worker *w)
     free(w->listeners);
     lg_lambda_client_free(w->lambda);
     lg_auth_worker_free(w->auth);
+    lg_redis_free(w->redis);
+    lg_conf_unref(w->redis_conf);
     if (w->stop_ev)
         event_free(w->stop_ev);
     if (w->stop_fd >= 0)
@@ -1090,6 +1203,9 @@ static int worker_init(struct lg_server *s, struct lg_worker *w, size_t id, char
     }
     w->lambda = lg_lambda_client_new(w->base, w->dns, s->creds);
     w->auth = lg_auth_worker_new(w->base, s->jwks);
+    /* Connect to Redis now, so that the first requests find it ready. */
+    if (w->conf->throttle.store == LG_STORE_REDIS || w->conf->cache.store == LG_STORE_REDIS)
+        (void)lg_worker_redis(w, w->conf);
     if (w->lambda == NULL || w->auth == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -1187,6 +1303,15 @@ struct lg_server *lg_server_new(struct lg_conf *conf, struct lg_creds_provider *
         snprintf(err, errlen, "cannot create a mutex");
         return NULL;
     }
+    for (size_t i = 0; i < IPC_SHARDS; i++)
+        pthread_mutex_init(&s->ipc[i].lock, NULL);
+    if (RAND_bytes((unsigned char *)&s->ipc_seed, sizeof(s->ipc_seed)) != 1)
+        s->ipc_seed = (uint64_t)mono_us();
+    s->rl = lg_rl_local_new(LG_THROTTLE_LOCAL_ENTRIES);
+    if (s->rl == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     s->conf = lg_conf_ref(conf);
     s->creds = creds;
     s->jwks = jwks;
@@ -1279,6 +1404,17 @@ void lg_server_free(struct lg_server *s)
     free(s->socks);
     lg_conf_unref(s->conf);
     pthread_mutex_destroy(&s->conf_lock);
+    for (size_t i = 0; i < IPC_SHARDS; i++) {
+        for (size_t j = 0; j < IPC_SLOTS; j++) {
+            while (s->ipc[i].slots[j]) {
+                struct ipc_entry *e = s->ipc[i].slots[j];
+                s->ipc[i].slots[j] = e->next;
+                free(e);
+            }
+        }
+        pthread_mutex_destroy(&s->ipc[i].lock);
+    }
+    lg_rl_local_free(s->rl);
     free(s);
 }
 
@@ -1310,4 +1446,37 @@ int lg_server_reload(struct lg_server *s, struct lg_conf *conf, char *err, size_
 struct lg_auth_worker *lg_worker_auth(struct lg_worker *w)
 {
     return w->auth;
+}
+
+struct lg_rl_local *lg_worker_ratelimit(struct lg_worker *w)
+{
+    return w->server->rl;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+static bool same_redis(const struct lg_conf_redis *a, const struct lg_conf_redis *b)
+{
+    return same_str(a->host, b->host) && a->port == b->port && same_str(a->password, b->password) &&
+           a->db == b->db && a->timeout_ms == b->timeout_ms;
+}
+
+struct lg_redis *lg_worker_redis(struct lg_worker *w, struct lg_conf *conf)
+{
+    if (w->redis && !same_redis(&w->redis_conf->redis, &conf->redis)) {
+        /* A reload changed where Redis is: a new connection. */
+        lg_redis_free(w->redis);
+        w->redis = NULL;
+        lg_conf_unref(w->redis_conf);
+        w->redis_conf = NULL;
+    }
+    if (w->redis == NULL) {
+        w->redis = lg_redis_new(w->base, &conf->redis);
+        if (w->redis)
+            w->redis_conf = lg_conf_ref(conf);
+    }
+    return w->redis;
 }

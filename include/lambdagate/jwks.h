@@ -83,6 +83,9 @@ struct lg_jwks *lg_jwks_provider_get(struct lg_jwks_provider *p);
  * refused by the rate limit. */
 #define LG_JWKS_REFETCH_INTERVAL_S 30
 bool lg_jwks_provider_refetch(struct lg_jwks_provider *p);
+/* Fetch now, whatever the rate limit (a reload: the operator asked). On
+ * the thread that runs base. */
+void lg_jwks_provider_fetch_now(struct lg_jwks_provider *p);
 /* True while a fetch is in progress. Thread-safe. */
 bool lg_jwks_provider_busy(struct lg_jwks_provider *p);
 /* Fetches started so far (for tests and metrics). Thread-safe. */

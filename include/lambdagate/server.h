@@ -11,6 +11,7 @@
 #include "lambdagate/http.h"
 #include "lambdagate/lambdagate.h"
 #include "lambdagate/router.h"
+#include "lambdagate/throttle.h"
 
 struct event_base;
 struct evbuffer;
@@ -18,6 +19,8 @@ struct lg_creds_provider;
 struct lg_jwks_provider;
 struct lg_lambda_call;
 struct lg_lambda_client;
+struct lg_redis;
+struct lg_rl_local;
 
 struct lg_server;
 struct lg_worker;
@@ -53,8 +56,11 @@ struct lg_req {
     bool matched;
     struct lg_lambda_call *call;
     bool counted_inflight;
-    struct lg_auth_result auth;     /* cleared when the request is released */
-    struct lg_auth_wait *auth_wait; /* waiting for a key set */
+    struct lg_auth_result auth;             /* cleared when the request is released */
+    struct lg_auth_wait *auth_wait;         /* waiting for a key set */
+    struct lg_throttle_call *throttle_call; /* waiting for Redis */
+    bool has_ratelimit;                     /* RateLimit-* go on every answer */
+    struct lg_rl_result ratelimit;
 
     /* For the access log. */
     int status;
@@ -80,6 +86,11 @@ void lg_req_respond_message(struct lg_req *req, int status, const char *message,
 /* The worker's Lambda client and in-flight counter, for the pipeline. */
 struct lg_lambda_client *lg_worker_lambda(struct lg_worker *w);
 struct lg_auth_worker *lg_worker_auth(struct lg_worker *w);
+/* The instance's local buckets (shared by the workers). */
+struct lg_rl_local *lg_worker_ratelimit(struct lg_worker *w);
+/* The worker's Redis client for conf's redis settings (made on first use,
+ * remade when a reload changed them); NULL on no memory. */
+struct lg_redis *lg_worker_redis(struct lg_worker *w, struct lg_conf *conf);
 int64_t *lg_worker_inflight(struct lg_worker *w);
 
 /* Bind every listen address of conf (so that errors show before anything

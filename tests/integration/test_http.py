@@ -1041,8 +1041,6 @@ def test_max_inflight_is_503_with_retry_after(emu, gateways):
 # Refusals before a request exists (CONTRACT section 8)
 # ---------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="not yet: limits.allow/deny are enforced with the DoS "
-                   "limits of issue 4")
 def test_denied_address_is_403(emu, gateways):
     gw = gateways.start(config(emu, limits={"deny": ["127.0.0.0/8"]}))
     r = gw.request("GET", "/hello")
@@ -1055,9 +1053,7 @@ def test_denied_address_is_403(emu, gateways):
 
 @pytest.mark.parametrize("key", [
     "max_connections",
-    pytest.param("max_connections_per_ip", marks=pytest.mark.xfail(
-        strict=True, reason="not yet: max_connections_per_ip is enforced with the DoS limits "
-                            "of issue 4")),
+    "max_connections_per_ip",
 ])
 def test_connection_over_the_limit_is_closed_at_accept(emu, gateways, key):
     gw = gateways.start(config(emu, limits={key: 2}))
