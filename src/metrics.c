@@ -11,6 +11,27 @@
 
 static atomic_uint_fast64_t refused[LG_REASON_COUNT];
 static atomic_uint_fast64_t redis_fallbacks;
+static atomic_uint_fast64_t cache_results[LG_CACHE_RESULT_COUNT];
+
+static const char *const cache_names[LG_CACHE_RESULT_COUNT] = {"hit", "miss", "bypass", "stale"};
+
+void lg_metrics_cache(enum lg_metric_cache result)
+{
+    if ((unsigned)result < LG_CACHE_RESULT_COUNT)
+        atomic_fetch_add_explicit(&cache_results[result], 1, memory_order_relaxed);
+}
+
+uint64_t lg_metrics_cache_count(enum lg_metric_cache result)
+{
+    if ((unsigned)result >= LG_CACHE_RESULT_COUNT)
+        return 0;
+    return atomic_load_explicit(&cache_results[result], memory_order_relaxed);
+}
+
+const char *lg_metrics_cache_name(enum lg_metric_cache result)
+{
+    return (unsigned)result < LG_CACHE_RESULT_COUNT ? cache_names[result] : "unknown";
+}
 
 static const char *const reason_names[LG_REASON_COUNT] = {
     [LG_REASON_IDENTITY] = "identity",

@@ -11,10 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <event2/buffer.h>
 
+#include "lambdagate/cache.h"
 #include "lambdagate/event.h"
 #include "lambdagate/lambda.h"
 #include "lambdagate/log.h"
@@ -26,6 +28,13 @@
 
 /* The longest method we route; longer ones cannot match a route. */
 #define METHOD_MAX 32
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static const struct lg_http_header *find_header(const struct lg_req *req, const char *name)
 {
@@ -82,20 +91,24 @@ struct ratelimit_text {
 };
 
 /* RateLimit-Limit, -Remaining and -Reset once the request went through a
- * bucket (CONTRACT section 8). Returns how many were written (0 or 3). */
+ * bucket (CONTRACT section 8), and X-Cache on a cached route. Returns how
+ * many were written (at most 4). */
 static size_t ratelimit_headers(const struct lg_req *req, struct ratelimit_text *t,
                                 struct lg_http_header *out)
 {
+    size_t n = 0;
+    if (req->cache)
+        header_set(&out[n++], "X-Cache", req->cache, strlen(req->cache));
     if (!req->has_ratelimit)
-        return 0;
+        return n;
     const struct lg_rl_result *r = &req->ratelimit;
     snprintf(t->v[0], sizeof(t->v[0]), "%lld", (long long)r->limit);
     snprintf(t->v[1], sizeof(t->v[1]), "%lld", (long long)r->remaining);
     snprintf(t->v[2], sizeof(t->v[2]), "%lld", (long long)r->reset_s);
-    header_set(&out[0], "RateLimit-Limit", t->v[0], strlen(t->v[0]));
-    header_set(&out[1], "RateLimit-Remaining", t->v[1], strlen(t->v[1]));
-    header_set(&out[2], "RateLimit-Reset", t->v[2], strlen(t->v[2]));
-    return 3;
+    header_set(&out[n++], "RateLimit-Limit", t->v[0], strlen(t->v[0]));
+    header_set(&out[n++], "RateLimit-Remaining", t->v[1], strlen(t->v[1]));
+    header_set(&out[n++], "RateLimit-Reset", t->v[2], strlen(t->v[2]));
+    return n;
 }
 
 /* Answer {"message": ...} with the route's CORS headers (when it has CORS),
@@ -196,21 +209,25 @@ static void log_lambda(const struct lg_req *req, enum lg_log_level level,
                res->http_status, res->detail ? res->detail : "");
 }
 
-/* Send a function's proxy response: its headers (less any
- * Access-Control-* when the route answers CORS itself, as API Gateway
- * ignores the backend's), then ours. */
-static void respond_function(struct lg_req *req, struct lg_event_response *r)
+/* Send a function's answer (fresh, or from the cache with its Age): its
+ * headers (less any Access-Control-* when the route answers CORS itself,
+ * as API Gateway ignores the backend's), then ours. With take_body the
+ * body (malloc'd) is handed over. */
+static void respond_answer(struct lg_req *req, int status, const struct lg_http_header *fh,
+                           size_t nfh, void *body, size_t len, bool take_body, int64_t age_s)
 {
     const struct lg_conf_cors *cors = req->route->cors;
-    size_t cap = r->nheaders + EXTRA_HEADERS;
+    size_t cap = nfh + EXTRA_HEADERS;
     struct lg_http_header *headers = calloc(cap, sizeof(*headers));
     if (headers == NULL) {
+        if (take_body)
+            free(body);
         respond_message(req, 502, "Internal server error", NULL, 0);
         return;
     }
     size_t n = 0;
-    for (size_t i = 0; i < r->nheaders; i++) {
-        const struct lg_http_header *h = &r->headers[i];
+    for (size_t i = 0; i < nfh; i++) {
+        const struct lg_http_header *h = &fh[i];
         if (cors && h->name_len >= 15 && strncasecmp(h->name, "access-control-", 15) == 0)
             continue;
         headers[n++] = *h;
@@ -219,10 +236,47 @@ static void respond_function(struct lg_req *req, struct lg_event_response *r)
         n += cors_answer_headers(req, cors, headers + n);
     struct ratelimit_text rt;
     n += ratelimit_headers(req, &rt, headers + n);
+    char age[24];
+    if (age_s >= 0) {
+        snprintf(age, sizeof(age), "%lld", (long long)age_s);
+        header_set(&headers[n++], "Age", age, strlen(age));
+    }
+    lg_req_respond(req, status, headers, n, body, len, take_body);
+    free(headers);
+}
+
+static void respond_function(struct lg_req *req, struct lg_event_response *r)
+{
+    if (req->cache_fill)
+        (void)lg_cache_req_store(req->cache_req, r->status, r->headers, r->nheaders, r->body.data,
+                                 r->body.len, wall_ms());
     size_t len;
     char *body = lg_buf_steal(&r->body, &len);
-    lg_req_respond(req, r->status, headers, n, body, len, true);
-    free(headers);
+    respond_answer(req, r->status, r->headers, r->nheaders, body, len, true, -1);
+}
+
+/* Serve a cache entry: X-Cache (HIT or STALE) and its Age. */
+static void respond_entry(struct lg_req *req, const struct lg_cache_entry *e, const char *what,
+                          enum lg_metric_cache metric)
+{
+    req->cache = what;
+    lg_metrics_cache(metric);
+    int64_t age = (wall_ms() - e->stored_ms) / 1000;
+    respond_answer(req, e->status, e->headers, e->nheaders, e->body, e->body_len, false,
+                   age > 0 ? age : 0);
+}
+
+/* stale_if_error: the function failed (or Lambda throttled) and an expired
+ * entry is still within its window: serve it instead of the error. */
+static bool respond_stale(struct lg_req *req)
+{
+    const struct lg_cache_entry *e = lg_cache_req_stale(req->cache_req, wall_ms());
+    if (e == NULL)
+        return false;
+    lg_log_req(LG_LOG_INFO, req->id, "function failed, serving a stale cache entry route=\"%s\"",
+               req->route->route_key);
+    respond_entry(req, e, "STALE", LG_CACHE_RESULT_STALE);
+    return true;
 }
 
 static void on_lambda_done(const struct lg_lambda_result *res, void *arg)
@@ -256,7 +310,8 @@ static void on_lambda_done(const struct lg_lambda_result *res, void *arg)
                            "reason=\"%s\"",
                            route->route_key, route->function, err);
                 lg_event_response_free(&r);
-                respond_message(req, 502, "Internal server error", NULL, 0);
+                if (!respond_stale(req))
+                    respond_message(req, 502, "Internal server error", NULL, 0);
                 return;
             }
             if (r.status < 200) {
@@ -267,7 +322,8 @@ static void on_lambda_done(const struct lg_lambda_result *res, void *arg)
                            "reason=\"statusCode %d is informational\"",
                            route->route_key, route->function, r.status);
                 lg_event_response_free(&r);
-                respond_message(req, 502, "Internal server error", NULL, 0);
+                if (!respond_stale(req))
+                    respond_message(req, 502, "Internal server error", NULL, 0);
                 return;
             }
             respond_function(req, &r);
@@ -276,11 +332,14 @@ static void on_lambda_done(const struct lg_lambda_result *res, void *arg)
         }
     case LG_LAMBDA_FUNCTION_ERROR:
         log_lambda(req, LG_LOG_WARN, res);
-        respond_message(req, 502, "Internal server error", NULL, 0);
+        if (!respond_stale(req))
+            respond_message(req, 502, "Internal server error", NULL, 0);
         return;
     case LG_LAMBDA_THROTTLED: {
         log_lambda(req, LG_LOG_INFO, res);
         lg_metrics_refused(LG_REASON_LAMBDA);
+        if (respond_stale(req))
+            return;
         char retry[24];
         snprintf(retry, sizeof(retry), "%lld",
                  (long long)(res->retry_after_s > 0 ? res->retry_after_s : 1));
@@ -295,11 +354,13 @@ static void on_lambda_done(const struct lg_lambda_result *res, void *arg)
         return;
     case LG_LAMBDA_TIMEOUT:
         log_lambda(req, LG_LOG_WARN, res);
-        respond_message(req, 504, "Endpoint request timed out", NULL, 0);
+        if (!respond_stale(req))
+            respond_message(req, 504, "Endpoint request timed out", NULL, 0);
         return;
     case LG_LAMBDA_ERROR:
         log_lambda(req, LG_LOG_WARN, res);
-        respond_message(req, 502, "Internal server error", NULL, 0);
+        if (!respond_stale(req))
+            respond_message(req, 502, "Internal server error", NULL, 0);
         return;
     }
 }
@@ -307,6 +368,8 @@ static void on_lambda_done(const struct lg_lambda_result *res, void *arg)
 static void invoke(struct lg_req *req, const char *method);
 static void authenticate(struct lg_req *req, bool retry);
 static void throttle(struct lg_req *req);
+static void cache_step(struct lg_req *req);
+static void proceed(struct lg_req *req);
 
 static void on_auth_wake(void *arg)
 {
@@ -370,7 +433,7 @@ static void throttle_done(struct lg_req *req, const struct lg_throttle_result *r
         req->ratelimit = res->headers;
     }
     if (res->allowed) {
-        proceed(req);
+        cache_step(req);
         return;
     }
     req->throttled = true;
@@ -383,6 +446,98 @@ static void throttle_done(struct lg_req *req, const struct lg_throttle_result *r
     struct lg_http_header h;
     header_set(&h, "Retry-After", retry, strlen(retry));
     respond_message(req, 429, "Too Many Requests", &h, 1);
+}
+
+static void cache_outcome(struct lg_req *req, enum lg_cache_outcome outcome)
+{
+    switch (outcome) {
+    case LG_CACHE_HIT:
+        respond_entry(req, lg_cache_req_hit(req->cache_req), "HIT", LG_CACHE_RESULT_HIT);
+        return;
+    case LG_CACHE_FILL:
+        req->cache = "MISS";
+        req->cache_fill = true;
+        lg_metrics_cache(LG_CACHE_RESULT_MISS);
+        break;
+    case LG_CACHE_BYPASS:
+    case LG_CACHE_PENDING:
+        req->cache = "BYPASS";
+        lg_metrics_cache(LG_CACHE_RESULT_BYPASS);
+        break;
+    }
+    proceed(req);
+}
+
+static void on_cache(struct lg_cache_req *cr, enum lg_cache_outcome outcome, void *arg)
+{
+    (void)cr;
+    cache_outcome(arg, outcome);
+}
+
+/* cache.invalidation: may this caller force a refetch with
+ * Cache-Control: max-age=0? */
+static bool may_invalidate(const struct lg_req *req)
+{
+    switch (req->conf->cache.invalidation) {
+    case LG_INVALIDATE_ANYONE:
+        return true;
+    case LG_INVALIDATE_NEVER:
+        return false;
+    case LG_INVALIDATE_AUTHENTICATED:
+        break;
+    }
+    return req->route->auth != LG_AUTH_NONE && req->auth.outcome == LG_AUTH_PASS &&
+           req->auth.identity_text != NULL;
+}
+
+/* A cached route (CONTRACT section 5): GET and HEAD are looked up (HEAD
+ * shares GET's entries), other methods bypass the cache. Throttling and
+ * authentication came first: a refused caller never sees a cached answer. */
+static void cache_step(struct lg_req *req)
+{
+    const struct lg_conf_route *route = req->route;
+    if (route->cache == NULL) {
+        proceed(req);
+        return;
+    }
+    struct lg_conf *conf = req->conf;
+    bool get = lg_http_ieq(req->head.method, req->head.method_len, "GET") || req->is_head;
+    if (!get) {
+        cache_outcome(req, LG_CACHE_BYPASS);
+        return;
+    }
+    struct lg_cache_key_input in = {
+        .method = "GET",
+        .route = route,
+        .match = &req->match,
+        .raw_query = req->query,
+        .raw_query_len = req->query_len,
+        .headers = req->head.headers,
+        .nheaders = req->head.nheaders,
+        .identity = req->auth.identity_text ? req->auth.identity_text : req->source_ip,
+    };
+    uint8_t key[LG_CACHE_KEY_LEN];
+    lg_cache_key(&in, key);
+    bool refetch =
+        lg_cache_request_refetch(req->head.headers, req->head.nheaders) && may_invalidate(req);
+    struct lg_cache_req_params params = {
+        .base = lg_worker_base(req->worker),
+        .mem = lg_worker_cache(req->worker),
+        .redis = conf->cache.store == LG_STORE_REDIS ? lg_worker_redis(req->worker, conf) : NULL,
+        .redis_prefix = conf->redis.prefix,
+        .route = route,
+        .default_ttl_s = conf->cache.ttl_s,
+        .refetch = refetch,
+        .now_ms = wall_ms(),
+    };
+    if (params.redis == NULL && conf->cache.store == LG_STORE_REDIS) {
+        cache_outcome(req, LG_CACHE_BYPASS);
+        return;
+    }
+    enum lg_cache_outcome outcome;
+    req->cache_req = lg_cache_req_start(&params, key, on_cache, req, &outcome);
+    if (outcome != LG_CACHE_PENDING)
+        cache_outcome(req, outcome);
 }
 
 static void on_throttled(const struct lg_throttle_result *res, void *arg)
@@ -591,6 +746,8 @@ static void invoke(struct lg_req *req, const char *method)
 
 void lg_proxy_abort(struct lg_req *req)
 {
+    lg_cache_req_free(req->cache_req);
+    req->cache_req = NULL;
     lg_throttle_cancel(req->throttle_call);
     req->throttle_call = NULL;
     lg_auth_wait_cancel(req->auth_wait);

@@ -36,6 +36,7 @@
 #include <openssl/ssl.h>
 
 #include "lambdagate/buf.h"
+#include "lambdagate/cache.h"
 #include "lambdagate/codec.h"
 #include "lambdagate/json.h"
 #include "lambdagate/lambda.h"
@@ -163,6 +164,9 @@ struct lg_server {
     struct ipc_shard ipc[IPC_SHARDS];
     uint64_t ipc_seed;
     struct lg_rl_local *rl; /* local buckets and quotas of the instance */
+    /* The memory cache of the instance, sized by the config it started
+     * with (a reload does not resize it). */
+    struct lg_cache_mem *cache;
     atomic_size_t finished; /* workers whose loop has ended */
     atomic_long nconns;     /* open client connections of all workers */
     /* The current config: replaced whole by a reload; workers notice the
@@ -310,6 +314,7 @@ static void req_free(struct lg_req *req)
         return;
     lg_auth_wait_cancel(req->auth_wait);
     lg_throttle_cancel(req->throttle_call);
+    lg_cache_req_free(req->cache_req);
     lg_auth_result_clear(&req->auth);
     if (req->matched)
         lg_router_match_clear(&req->match);
@@ -1308,7 +1313,8 @@ struct lg_server *lg_server_new(struct lg_conf *conf, struct lg_creds_provider *
     if (RAND_bytes((unsigned char *)&s->ipc_seed, sizeof(s->ipc_seed)) != 1)
         s->ipc_seed = (uint64_t)mono_us();
     s->rl = lg_rl_local_new(LG_THROTTLE_LOCAL_ENTRIES);
-    if (s->rl == NULL) {
+    s->cache = lg_cache_mem_new((size_t)conf->cache.max_bytes);
+    if (s->rl == NULL || s->cache == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -1415,6 +1421,7 @@ void lg_server_free(struct lg_server *s)
         pthread_mutex_destroy(&s->ipc[i].lock);
     }
     lg_rl_local_free(s->rl);
+    lg_cache_mem_free(s->cache);
     free(s);
 }
 
@@ -1451,6 +1458,16 @@ struct lg_auth_worker *lg_worker_auth(struct lg_worker *w)
 struct lg_rl_local *lg_worker_ratelimit(struct lg_worker *w)
 {
     return w->server->rl;
+}
+
+struct lg_cache_mem *lg_worker_cache(struct lg_worker *w)
+{
+    return w->server->cache;
+}
+
+struct event_base *lg_worker_base(struct lg_worker *w)
+{
+    return w->base;
 }
 
 static bool same_str(const char *a, const char *b)

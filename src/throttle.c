@@ -27,7 +27,9 @@
 #include "lambdagate/sigv4.h"
 #include "lambdagate/throttle.h"
 
-/* KEYS: n bucket keys, then the quota key when there is a quota.
+/* A spent quota refuses first (as the local store checks it first), so
+ * the answer names it and waits for the period's end.
+ * KEYS: n bucket keys, then the quota key when there is a quota.
  * ARGV: n, then rate and burst per bucket, then "1" limit ttl_s for a
  * quota or "0". Returns {allowed (0/1), refused (1-based index; n+1 =
  * quota; 0 = none), tokens left per bucket as strings (Lua numbers would
@@ -60,7 +62,7 @@ const char lg_throttle_script[] =
     "local quota = ARGV[q] == '1'\n"
     "if quota then\n"
     "  count = tonumber(redis.call('GET', KEYS[n + 1]) or '0') or 0\n"
-    "  if refused == 0 and count >= tonumber(ARGV[q + 1]) then refused = n + 1 end\n"
+    "  if count >= tonumber(ARGV[q + 1]) then refused = n + 1 end\n"
     "end\n"
     "local out = {refused == 0 and 1 or 0, refused}\n"
     "for i = 1, n do\n"
@@ -285,10 +287,11 @@ static int parse_reply(const struct plan *p, const redisReply *r, struct lg_thro
             res->retry_after_s = results[idx].retry_after_s > 0 ? results[idx].retry_after_s : 1;
         }
     }
-    if (p->header >= 0) {
+    if (p->header >= 0 && res->reason != LG_REASON_QUOTA) {
         res->has_headers = true;
         res->headers = results[p->header];
     } else if (p->quota) {
+        /* A spent quota shows its own figures, as with the local store. */
         res->has_headers = true;
         quota_figures(p, count->integer, res->allowed, &res->headers);
     }

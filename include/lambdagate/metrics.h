@@ -28,6 +28,19 @@ uint64_t lg_metrics_refused_count(enum lg_metric_reason reason);
  * "lambda". */
 const char *lg_metrics_reason_name(enum lg_metric_reason reason);
 
+/* Answers of cached routes by X-Cache (lambdagate_cache_requests_total{result}). */
+enum lg_metric_cache {
+    LG_CACHE_RESULT_HIT = 0,
+    LG_CACHE_RESULT_MISS,
+    LG_CACHE_RESULT_BYPASS,
+    LG_CACHE_RESULT_STALE,
+    LG_CACHE_RESULT_COUNT,
+};
+void lg_metrics_cache(enum lg_metric_cache result);
+uint64_t lg_metrics_cache_count(enum lg_metric_cache result);
+/* "hit", "miss", "bypass", "stale". */
+const char *lg_metrics_cache_name(enum lg_metric_cache result);
+
 /* Throttle decisions that fell back to the local buckets because Redis was
  * down or slow. */
 void lg_metrics_redis_fallback(void);

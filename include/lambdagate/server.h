@@ -21,6 +21,8 @@ struct lg_lambda_call;
 struct lg_lambda_client;
 struct lg_redis;
 struct lg_rl_local;
+struct lg_cache_mem;
+struct lg_cache_req;
 
 struct lg_server;
 struct lg_worker;
@@ -60,6 +62,8 @@ struct lg_req {
     struct lg_auth_wait *auth_wait;         /* waiting for a key set */
     struct lg_throttle_call *throttle_call; /* waiting for Redis */
     bool has_ratelimit;                     /* RateLimit-* go on every answer */
+    struct lg_cache_req *cache_req;         /* a cached route's lookup or fill */
+    bool cache_fill;                        /* this request fills the cache with its answer */
     struct lg_rl_result ratelimit;
 
     /* For the access log. */
@@ -88,6 +92,9 @@ struct lg_lambda_client *lg_worker_lambda(struct lg_worker *w);
 struct lg_auth_worker *lg_worker_auth(struct lg_worker *w);
 /* The instance's local buckets (shared by the workers). */
 struct lg_rl_local *lg_worker_ratelimit(struct lg_worker *w);
+/* The instance's memory cache (shared by the workers). */
+struct lg_cache_mem *lg_worker_cache(struct lg_worker *w);
+struct event_base *lg_worker_base(struct lg_worker *w);
 /* The worker's Redis client for conf's redis settings (made on first use,
  * remade when a reload changed them); NULL on no memory. */
 struct lg_redis *lg_worker_redis(struct lg_worker *w, struct lg_conf *conf);
