@@ -150,3 +150,23 @@ def certs(tmp_path_factory):
         "key": write_key(leaf_key, "server.key"),
         "dir": str(d),
     }
+
+
+@pytest.fixture
+def redis_server():
+    """A real /usr/bin/redis-server on a free port (redis_server.RedisServer:
+    .port, .client(), .kill(), .restart() on the same port); ended at teardown."""
+    from redis_server import RedisServer
+    srv = RedisServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def blackhole():
+    """A TCP listener that accepts connections and never answers
+    (redis_server.Blackhole: .port, .accepted)."""
+    from redis_server import Blackhole
+    hole = Blackhole()
+    yield hole
+    hole.stop()
