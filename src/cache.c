@@ -1369,8 +1369,10 @@ static void on_wait_timer(evutil_socket_t fd, short what, void *arg)
         finish(cr, LG_CACHE_HIT);
         return;
     }
-    if (lg_cache_mem_lock(cr->mem, cr->key, now, cr->lock_ms)) {
-        cr->holds_lock = true;
+    /* The filler is done and left no entry (its answer could not be
+     * stored): every waiter invokes now, together, rather than one after
+     * another behind a lock that will bring nothing either. */
+    if (!lg_cache_mem_locked(cr->mem, cr->key)) {
         finish(cr, LG_CACHE_FILL);
         return;
     }

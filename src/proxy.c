@@ -230,6 +230,10 @@ static void respond_answer(struct lg_req *req, int status, const struct lg_http_
         const struct lg_http_header *h = &fh[i];
         if (cors && h->name_len >= 15 && strncasecmp(h->name, "access-control-", 15) == 0)
             continue;
+        /* On a cached route X-Cache and Age are ours, never the function's. */
+        if (req->route->cache && (lg_http_ieq(h->name, h->name_len, "x-cache") ||
+                                  lg_http_ieq(h->name, h->name_len, "age")))
+            continue;
         headers[n++] = *h;
     }
     if (cors)
@@ -681,7 +685,8 @@ static void invoke(struct lg_req *req, const char *method)
     /* A GET route serving HEAD invokes the function as for GET; the body
      * of its answer is dropped. */
     const char *event_method = method;
-    if (req->is_head && strcmp(route->method, "GET") == 0)
+    /* So does a HEAD on a cached route: its answer fills GET's entry. */
+    if (req->is_head && (strcmp(route->method, "GET") == 0 || route->cache))
         event_method = "GET";
     size_t body_len = evbuffer_get_length(req->body);
     const void *body = body_len ? evbuffer_pullup(req->body, -1) : NULL;
