@@ -999,6 +999,20 @@ void lg_cache_mem_free(struct lg_cache_mem *m)
     free(m);
 }
 
+void lg_cache_mem_remove(struct lg_cache_mem *m, const uint8_t key[LG_CACHE_KEY_LEN])
+{
+    uint64_t hash = mem_hash(m, key);
+    struct mem_shard *sh = shard_of(m, hash);
+    pthread_mutex_lock(&sh->mutex);
+    struct mem_item *it = shard_find(sh, hash, key);
+    if (it) {
+        shard_remove(sh, it);
+        it->chain = NULL;
+    }
+    pthread_mutex_unlock(&sh->mutex);
+    items_free(it);
+}
+
 struct lg_cache_entry *lg_cache_mem_get(struct lg_cache_mem *m, const uint8_t key[LG_CACHE_KEY_LEN],
                                         int64_t now_ms)
 {
@@ -1499,6 +1513,16 @@ bool lg_cache_req_store(struct lg_cache_req *cr, int status, const struct lg_htt
             stored = true;
         }
         lg_cache_entry_unref(e);
+    } else if (cr->refetch) {
+        /* A refetch replaces the entry: with an answer that may not be
+         * stored, by nothing. */
+        if (cr->redis) {
+            const char *argv[] = {"DEL", cr->entry_key};
+            size_t lens[] = {3, cr->entry_key_len};
+            (void)redis_cmd(cr, 2, argv, lens, ignore_reply);
+        } else {
+            lg_cache_mem_remove(cr->mem, cr->key);
+        }
     }
     release_lock(cr);
     return stored;

@@ -107,6 +107,8 @@ struct lg_cache_entry *lg_cache_mem_get(struct lg_cache_mem *m, const uint8_t ke
  * larger than max_bytes is not stored. */
 void lg_cache_mem_put(struct lg_cache_mem *m, const uint8_t key[LG_CACHE_KEY_LEN],
                       struct lg_cache_entry *e);
+/* Forget the entry of key, if any. */
+void lg_cache_mem_remove(struct lg_cache_mem *m, const uint8_t key[LG_CACHE_KEY_LEN]);
 /* Fill coalescing: true when the caller becomes the one filling key (no
  * fill in progress, or the last one started more than stale_after_ms
  * ago); false when another request is filling it. The filler calls
@@ -167,8 +169,9 @@ struct lg_cache_entry *lg_cache_req_hit(struct lg_cache_req *cr);
  * the lookup (borrowed), or NULL. */
 struct lg_cache_entry *lg_cache_req_stale(struct lg_cache_req *cr, int64_t now_ms);
 /* The filler's answer: stored when lg_cache_storable() says so (in memory,
- * or in Redis with SET PX), then the fill lock is released. Returns true
- * when stored. */
+ * or in Redis with SET PX); a refetch whose answer may not be stored
+ * removes the old entry instead. Then the fill lock is released. Returns
+ * true when stored. */
 bool lg_cache_req_store(struct lg_cache_req *cr, int status, const struct lg_http_header *headers,
                         size_t nheaders, const void *body, size_t body_len, int64_t now_ms);
 /* Release: a fill lock still held is given back, a pending step

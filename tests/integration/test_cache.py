@@ -560,6 +560,20 @@ def test_invalidation_anyone_refetches_and_replaces(emu, gateways):
     assert calls(emu) == 3
 
 
+@pytest.mark.parametrize("query", ["cc=no-store", "status=404"])
+def test_invalidation_with_an_answer_that_may_not_be_stored_removes_the_entry(emu, gateways,
+                                                                             query):
+    """A refetch replaces the entry: with an uncacheable answer, by nothing."""
+    gw = gateways.start(base_config(emu, [cached()], cache={"invalidation": "anyone"}))
+    assert_miss(req(gw, "/c"))
+    assert xc(req(gw, "/c")) == "HIT"
+    r = req(gw, "/c?" + query, headers={"Cache-Control": "max-age=0"})
+    assert xc(r) == "MISS", r
+    after = req(gw, "/c")
+    assert_miss(after)
+    assert calls(emu) == 3
+
+
 def test_invalidation_never_is_ignored(emu, gateways, tmp_path):
     routes = [cached(), cached("/k", auth="api_key")]
     gw = gateways.start(base_config(emu, routes, cache={"invalidation": "never"},
