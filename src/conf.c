@@ -919,6 +919,28 @@ static bool check_https_url(const char *s, char *why, size_t whylen)
     return tls;
 }
 
+/* The pid file is written after daemonizing, from "/": no relative path. */
+static bool check_absolute_path(const char *s, char *why, size_t whylen)
+{
+    (void)why;
+    (void)whylen;
+    return s[0] == '/';
+}
+
+/* A POSIX portable user name, or a numeric uid. */
+static bool check_user_name(const char *s, char *why, size_t whylen)
+{
+    (void)why;
+    (void)whylen;
+    if (*s == '\0' || *s == '-')
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '_' || *s == '-' || *s == '.'))
+            return false;
+    return true;
+}
+
 /* Cognito's token_use claim: "id" or "access". */
 static bool check_token_use(const char *s, char *why, size_t whylen)
 {
@@ -1947,6 +1969,22 @@ static const struct key_spec top_keys[] = {
      .aux_offset = NO_AUX,
      .def_str = "-",
      .handler = read_access_log},
+    {.name = "pid_file",
+     .type = SPEC_STRING,
+     .flags = F_NULLABLE,
+     .offset = offsetof(struct lg_conf, pid_file),
+     .aux_offset = NO_AUX,
+     .max = 4096,
+     .check = check_absolute_path,
+     .what = "an absolute path or null"},
+    {.name = "user",
+     .type = SPEC_STRING,
+     .flags = F_NULLABLE,
+     .offset = offsetof(struct lg_conf, user),
+     .aux_offset = NO_AUX,
+     .max = 256,
+     .check = check_user_name,
+     .what = "a user name or numeric uid, or null"},
     {.name = "lambda",
      .type = SPEC_OBJECT,
      .offset = offsetof(struct lg_conf, lambda),
@@ -2625,6 +2663,8 @@ static void conf_free(struct lg_conf *c)
         free(c->auth.jwt);
     }
     free(c->auth.api_keys_file);
+    free(c->pid_file);
+    free(c->user);
     lg_apikeys_free(c->auth.api_keys);
 
     for (size_t i = 0; i < c->nroutes; i++)
@@ -2769,7 +2809,11 @@ struct lg_conf *lg_conf_load(const char *path, struct lg_conf_errors *errors)
         len += (size_t)n;
     }
     close(fd);
-    struct lg_conf *conf = lg_conf_load_text(path, text, len, errors);
+    /* conf->path is absolute: a reload after -D (which moves to "/") must
+     * still find the file. */
+    char *abs = realpath(path, NULL);
+    struct lg_conf *conf = lg_conf_load_text(abs ? abs : path, text, len, errors);
+    free(abs);
     free(text);
     if (errors == &local)
         lg_conf_errors_free(&local);

@@ -11,8 +11,10 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 
+#include "lambdagate/admin.h"
 #include "lambdagate/awscreds.h"
 #include "lambdagate/conf.h"
+#include "lambdagate/daemon.h"
 #include "lambdagate/jwks.h"
 #include "lambdagate/log.h"
 #include "lambdagate/server.h"
@@ -22,11 +24,12 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: lambdagate [-t] [-c FILE]\n"
+    fprintf(out, "usage: lambdagate [-t] [-D] [-c FILE]\n"
                  "       lambdagate -V | -h\n"
                  "\n"
                  "  -c FILE  configuration file (default " DEFAULT_CONF ")\n"
                  "  -t       check the configuration and exit\n"
+                 "  -D       run in the background (daemonize) once the listeners are bound\n"
                  "  -V       print the version and exit\n"
                  "  -h       print this help and exit\n"
                  "\n"
@@ -41,6 +44,7 @@ struct control {
     struct lg_server *server;
     const char *jwks_url; /* of the running key set fetcher, or NULL */
     struct lg_jwks_provider *jwks;
+    struct lg_admin *admin;
     struct event *drain_check;
     bool stopping;
 };
@@ -48,6 +52,11 @@ struct control {
 /* While the workers drain, the control loop keeps running, so that
  * credentials are still refreshed for the requests that are finishing;
  * it ends when the last worker is done. */
+static int64_t server_connections(void *arg)
+{
+    return lg_server_connections(arg);
+}
+
 static void on_drain_check(evutil_socket_t fd, short what, void *arg)
 {
     struct control *ctl = arg;
@@ -66,6 +75,8 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
         return;
     ctl->stopping = true;
     lg_log(LG_LOG_INFO, "stopping signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    (void)lg_daemon_notify("STOPPING=1");
+    lg_admin_set_draining(ctl->admin, true);
     lg_server_stop(ctl->server);
     on_drain_check(-1, 0, ctl);
 }
@@ -87,11 +98,20 @@ static const char *jwks_url_of(const struct lg_conf *conf)
 /* SIGHUP: load the whole file again (with its key set and API keys) and,
  * when all of it is valid, serve new requests with it; otherwise log every
  * error and keep the running config. */
+static void reload(struct control *ctl);
+
 static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct control *ctl = arg;
     if (ctl->stopping)
         return;
+    (void)lg_daemon_notify_reloading();
+    reload(ctl);
+    (void)lg_daemon_notify("READY=1");
+}
+
+static void reload(struct control *ctl)
+{
     struct lg_conf_errors errors = {0};
     struct lg_conf *conf = lg_conf_load(ctl->conf->path, &errors);
     if (conf == NULL) {
@@ -133,8 +153,12 @@ int main(int argc, char **argv)
     bool check_only = false;
     int opt;
     opterr = 0;
-    while ((opt = getopt(argc, argv, ":c:tVh")) != -1) {
+    bool daemonize = false;
+    while ((opt = getopt(argc, argv, ":c:tDVh")) != -1) {
         switch (opt) {
+        case 'D':
+            daemonize = true;
+            break;
         case 'c':
             path = optarg;
             break;
@@ -186,6 +210,17 @@ int main(int argc, char **argv)
         return 0;
     }
 
+    /* -D: into the background before any thread or event loop exists; the
+     * parent waits for the child's word that the listeners are bound. */
+    int ready_fd = -1;
+    if (daemonize) {
+        char derr[LG_ERR_LEN];
+        if (lg_daemon_fork(&ready_fd, derr, sizeof(derr)) != 0) {
+            fprintf(stderr, "lambdagate: %s\n", derr);
+            lg_conf_unref(conf);
+            return 1;
+        }
+    }
     signal(SIGPIPE, SIG_IGN);
     /* Every client and upstream connection is a descriptor: use all the
      * hard limit allows (nginx's worker_rlimit_nofile). */
@@ -206,6 +241,7 @@ int main(int argc, char **argv)
     struct lg_jwks_provider *jwks = NULL;
     struct lg_server *server = NULL;
     struct event *ev_term = NULL, *ev_int = NULL, *ev_hup = NULL, *ev_usr1 = NULL;
+    char *pid_path = NULL; /* written at start; removed at exit */
 
     if (lg_log_access_open(conf->access_log, err, sizeof(err)) != 0) {
         lg_log(LG_LOG_ERROR, "%s", err);
@@ -243,6 +279,26 @@ int main(int argc, char **argv)
         lg_log(LG_LOG_ERROR, "%s", err);
         goto out;
     }
+    if (conf->admin_set) {
+        ctl.admin =
+            lg_admin_new(ctl.base, &conf->admin, server_connections, server, err, sizeof(err));
+        if (ctl.admin == NULL) {
+            lg_log(LG_LOG_ERROR, "admin listener: %s", err);
+            goto out;
+        }
+    }
+    if (conf->pid_file) {
+        if (lg_daemon_write_pidfile(conf->pid_file, err, sizeof(err)) != 0) {
+            lg_log(LG_LOG_ERROR, "%s", err);
+            goto out;
+        }
+        pid_path = strdup(conf->pid_file);
+    }
+    /* Every socket is bound: what is left needs no privilege. */
+    if (conf->user && lg_daemon_drop_privileges(conf->user, err, sizeof(err)) != 0) {
+        lg_log(LG_LOG_ERROR, "%s", err);
+        goto out;
+    }
     ev_term = evsignal_new(ctl.base, SIGTERM, on_stop_signal, &ctl);
     ev_int = evsignal_new(ctl.base, SIGINT, on_stop_signal, &ctl);
     ev_hup = evsignal_new(ctl.base, SIGHUP, on_reload_signal, &ctl);
@@ -266,6 +322,9 @@ int main(int argc, char **argv)
                conf->listen[i].tls ? "on" : "off");
     lg_log(LG_LOG_INFO, "lambdagate started version=%s workers=%zu routes=%zu config=%s",
            PACKAGE_VERSION, lg_server_workers(server), conf->nroutes, conf->path);
+    (void)lg_daemon_notify("READY=1");
+    lg_daemon_ready(ready_fd, true);
+    ready_fd = -1;
 
     ctl.server = server;
     ctl.drain_check = evtimer_new(ctl.base, on_drain_check, &ctl);
@@ -279,9 +338,14 @@ int main(int argc, char **argv)
     lg_server_stop(server); /* a no-op after a stop signal */
     rc = 0;
 out:
+    lg_daemon_ready(ready_fd, false); /* a start that failed: the parent exits 1 */
     /* Joins the workers: in-flight requests finish first (bounded by
      * shutdown_timeout_ms). */
     lg_server_free(server);
+    lg_admin_free(ctl.admin);
+    if (pid_path)
+        lg_daemon_remove_pidfile(pid_path);
+    free(pid_path);
     /* Only this thread is left. Freeing a signal event restores the action
      * saved when it was added (the default, which kills): block the signals
      * so that a late SIGTERM cannot end the process mid-teardown. */

@@ -293,6 +293,7 @@ static void on_lambda_done(const struct lg_lambda_result *res, void *arg)
     }
     req->lambda_us = res->duration_us;
     const struct lg_conf_route *route = req->route;
+    lg_metrics_invocation(route->function, lg_lambda_outcome_name(res->outcome));
 
     switch (res->outcome) {
     case LG_LAMBDA_OK:

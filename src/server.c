@@ -264,6 +264,11 @@ int64_t *lg_worker_inflight(struct lg_worker *w)
     return &w->inflight;
 }
 
+int64_t lg_server_connections(struct lg_server *s)
+{
+    return atomic_load(&s->nconns);
+}
+
 size_t lg_server_workers(const struct lg_server *s)
 {
     return s->nworkers;
@@ -339,6 +344,8 @@ static void format_rfc3339(int64_t ms, char out[32])
  * key, query string or body. */
 static void access_log(struct lg_req *req)
 {
+    lg_metrics_request(req->route ? req->route->route_key : "", req->status,
+                       mono_us() - req->start_us);
     if (!lg_log_access_enabled())
         return;
     struct lg_buf b;

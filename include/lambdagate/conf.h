@@ -225,7 +225,7 @@ struct lg_conf_route {
  * threads through the reference count. */
 struct lg_conf {
     int refcount; /* atomic; see lg_conf_ref()/lg_conf_unref() */
-    char *path;   /* the file it came from */
+    char *path;   /* the file it came from (absolute when loaded from a file) */
 
     struct lg_conf_listen *listen;
     size_t nlisten;
@@ -234,6 +234,8 @@ struct lg_conf {
     int64_t workers;              /* as written; 0 = one per core */
     int64_t shutdown_timeout_ms;  /* 30000 */
     char *access_log;             /* "-", "off" or a path */
+    char *pid_file;               /* absolute path, or NULL: none */
+    char *user;                   /* switch to this user after binding, or NULL */
 
     struct lg_conf_lambda lambda;
     struct lg_conf_redis redis;

@@ -121,6 +121,8 @@ void lg_server_stop(struct lg_server *s);
 bool lg_server_finished(struct lg_server *s);
 /* Wait for the workers to end, then free everything. */
 void lg_server_free(struct lg_server *s);
+/* Open client connections of all workers (a gauge). Thread-safe. */
+int64_t lg_server_connections(struct lg_server *s);
 /* Number of workers started. */
 size_t lg_server_workers(const struct lg_server *s);
 

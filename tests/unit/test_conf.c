@@ -18,7 +18,21 @@
 
 /* Inline configs are loaded as if they were this file, so that relative
  * paths in them resolve against tests/data/conf like the files there. */
-#define CONF_DIR    LG_TEST_DATA "/conf"
+#define CONF_DIR LG_TEST_DATA "/conf"
+
+/* A file loaded by path gets its absolute, normalized name (realpath), and
+ * relative paths in it resolve against that: CONF_DIR may hold "..". */
+static const char *real(const char *suffix)
+{
+    static char out[4][4096];
+    static int next;
+    char *dir = realpath(CONF_DIR, NULL);
+    ck_assert_ptr_nonnull(dir);
+    char *buf = out[next++ % 4];
+    snprintf(buf, sizeof(out[0]), "%s%s", dir, suffix);
+    free(dir);
+    return buf;
+}
 #define INLINE_PATH CONF_DIR "/inline.json"
 #define EXAMPLE     LG_TEST_DATA "/../../config/lambdagate.example.json"
 
@@ -112,7 +126,7 @@ START_TEST(test_minimal_defaults)
 {
     struct lg_conf *c = load_ok_file(CONF_DIR "/minimal.json");
     ck_assert_int_eq(c->refcount, 1);
-    ck_assert_str_eq(c->path, CONF_DIR "/minimal.json");
+    ck_assert_str_eq(c->path, real("/minimal.json"));
 
     ck_assert_uint_eq(c->nlisten, 1);
     const struct lg_conf_listen *l = &c->listen[0];
@@ -237,8 +251,8 @@ START_TEST(test_full_config)
     ck_assert_int_eq(port_of(&l->address), 8443);
     ck_assert(l->tls);
     /* Relative paths resolve against the config file's directory. */
-    ck_assert_str_eq(l->certificate, CONF_DIR "/../tls/cert.pem");
-    ck_assert_str_eq(l->private_key, CONF_DIR "/../tls/key.pem");
+    ck_assert_str_eq(l->certificate, real("/../tls/cert.pem"));
+    ck_assert_str_eq(l->private_key, real("/../tls/key.pem"));
     ck_assert_ptr_nonnull(l->ssl_ctx);
     ck_assert_int_eq(l->line, 4);
 
@@ -262,7 +276,7 @@ START_TEST(test_full_config)
     ck_assert_str_eq(la->access_key_id, "AKIDTEST");
     ck_assert_str_eq(la->secret_access_key, "test-secret");
     ck_assert_str_eq(la->session_token, "test-token");
-    ck_assert_str_eq(la->ca_file, CONF_DIR "/../tls/cert.pem");
+    ck_assert_str_eq(la->ca_file, real("/../tls/cert.pem"));
     ck_assert_int_eq(la->timeout_ms, 20000);
     ck_assert_int_eq(la->max_connections, 32);
     ck_assert_ptr_nonnull(la->ssl_ctx);
@@ -301,11 +315,11 @@ START_TEST(test_full_config)
     ck_assert_uint_eq(j->naudience, 2);
     ck_assert_str_eq(j->audience[0], "client-a");
     ck_assert_str_eq(j->audience[1], "client-b");
-    ck_assert_str_eq(j->jwks_file, CONF_DIR "/jwks.json");
+    ck_assert_str_eq(j->jwks_file, real("/jwks.json"));
     ck_assert_ptr_null(j->jwks_url);
     ck_assert_int_eq(j->leeway_s, 30);
     ck_assert_str_eq(j->identity_claim, "email");
-    ck_assert_str_eq(c->auth.api_keys_file, CONF_DIR "/api_keys.json");
+    ck_assert_str_eq(c->auth.api_keys_file, real("/api_keys.json"));
 
     ck_assert_int_eq(c->throttle.store, LG_STORE_REDIS);
     ck_assert(c->throttle.default_enabled);
@@ -1205,7 +1219,7 @@ START_TEST(test_tls_listener)
     struct lg_conf *c = load_ok_file(CONF_DIR "/tls.json");
     ck_assert(c->listen[0].tls);
     ck_assert_ptr_nonnull(c->listen[0].ssl_ctx);
-    ck_assert_str_eq(c->listen[0].certificate, CONF_DIR "/../tls/cert.pem");
+    ck_assert_str_eq(c->listen[0].certificate, real("/../tls/cert.pem"));
     lg_conf_unref(c);
 
     struct lg_conf_errors e;
@@ -1214,7 +1228,8 @@ START_TEST(test_tls_listener)
         dump(&e);
     ck_assert_uint_eq(e.count, 1);
     ck_assert_int_eq(e.items[0].line, 4); /* the line of "tls" */
-    const char *prefix = "cannot set up TLS: cannot load private key " CONF_DIR;
+    char prefix[4200];
+    snprintf(prefix, sizeof(prefix), "cannot set up TLS: cannot load private key %s", real(""));
     ck_assert_msg(strncmp(e.items[0].message, prefix, strlen(prefix)) == 0, "got: %s",
                   e.items[0].message);
     ck_assert_ptr_nonnull(strstr(e.items[0].message, "other-key.pem"));
@@ -1226,7 +1241,9 @@ START_TEST(test_tls_listener)
                             &e));
     ck_assert_uint_eq(e.count, 1);
     ck_assert_int_eq(e.items[0].line, 4);
-    prefix = "cannot set up TLS for Lambda: cannot load CA file " CONF_DIR "/jwks.json";
+    /* Text loaded with a path (not from a file) resolves against it as given. */
+    snprintf(prefix, sizeof(prefix), "%s",
+             "cannot set up TLS for Lambda: cannot load CA file " CONF_DIR "/jwks.json");
     ck_assert_msg(strncmp(e.items[0].message, prefix, strlen(prefix)) == 0, "got: %s",
                   e.items[0].message);
     lg_conf_errors_free(&e);

@@ -593,7 +593,8 @@ START_TEST(test_kid)
     ck_assert_status(
         verify_signed("{\"alg\":\"RS256\",\"kid\":\"a\\nb\\\"c\\\\d\\u00e9\"}", payload),
         LG_JWT_UNKNOWN_KID);
-    ck_assert_str_eq(last_err, "no key with kid 'a?b?c?d?" "?'");
+    ck_assert_str_eq(last_err, "no key with kid 'a?b?c?d?"
+                               "?'");
     /* a long kid is cut to 64 characters */
     char header[256];
     char long_kid[101];
