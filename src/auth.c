@@ -21,6 +21,7 @@
 #include "lambdagate/auth.h"
 #include "lambdagate/jwks.h"
 #include "lambdagate/jwt.h"
+#include "lambdagate/sigv4.h"
 
 /* How often a waiting request looks whether the refetch is over. */
 #define WAIT_POLL_MS 10
@@ -35,6 +36,9 @@ struct lg_auth_token {
     struct lg_auth_token *lru_prev, *lru_next; /* most recent first */
     struct lg_jwt_claims claims;
     struct lg_event_claim *event_claims; /* views of claims.claims */
+    /* The event's authorizer object, rendered once for every request that
+     * presents the token; len 0 when it could not be rendered. */
+    struct lg_buf jwt_json;
 };
 
 struct lg_auth_wait {
@@ -75,6 +79,7 @@ static void token_unref(struct lg_auth_token *t)
         return;
     lg_jwt_claims_free(&t->claims);
     free(t->event_claims);
+    lg_buf_free(&t->jwt_json);
     OPENSSL_cleanse(t->digest, sizeof(t->digest));
     free(t);
 }
@@ -349,6 +354,20 @@ static struct lg_auth_token *token_new(const uint8_t digest[32], uint64_t keys_g
         t->event_claims[i].name = t->claims.claims[i].name;
         t->event_claims[i].value = t->claims.claims[i].value;
     }
+    struct lg_event_identity id = {
+        .kind = LG_IDENTITY_JWT,
+        .claims = t->event_claims,
+        .nclaims = t->claims.nclaims,
+        .scopes = t->claims.has_scopes
+                      ? (t->claims.nscopes ? (const char *const *)t->claims.scopes : no_scopes)
+                      : NULL,
+        .nscopes = t->claims.nscopes,
+    };
+    /* A claim that is not valid UTF-8 cannot be rendered: the event is then
+     * built (and refused) the slow way. */
+    lg_buf_init(&t->jwt_json, 2 * LG_JWT_MAX_LEN);
+    if (lg_event_render_jwt(&id, &t->jwt_json) != 0)
+        lg_buf_reset(&t->jwt_json);
     return t;
 }
 
@@ -386,7 +405,7 @@ static enum lg_auth_outcome check_jwt(struct lg_auth_worker *w, struct lg_conf *
         w->conf = lg_conf_ref(conf);
     }
     uint8_t digest[32];
-    if (EVP_Digest(tok, len, digest, NULL, EVP_sha256(), NULL) != 1) {
+    if (lg_sigv4_sha256(tok, len, digest) != 0) {
         fail(res, LG_AUTH_UNAUTHORIZED, "cannot hash the token");
         return res->outcome;
     }
@@ -466,6 +485,10 @@ static enum lg_auth_outcome check_jwt(struct lg_auth_worker *w, struct lg_conf *
         res->identity.scopes =
             t->claims.nscopes ? (const char *const *)t->claims.scopes : no_scopes;
         res->identity.nscopes = t->claims.nscopes;
+    }
+    if (t->jwt_json.len > 0) {
+        res->identity.jwt_json = t->jwt_json.data;
+        res->identity.jwt_json_len = t->jwt_json.len;
     }
     res->identity_text = t->claims.identity;
     res->outcome = LG_AUTH_PASS;

@@ -685,10 +685,8 @@ static bool has_path_params(const struct build *b)
 }
 
 /* JWT claims and scopes: {"claims":{...},"scopes":[...]|null}. */
-static int gen_jwt(struct build *b)
+static int gen_jwt_object(struct lg_json_writer *g, const struct lg_event_identity *id)
 {
-    struct lg_json_writer *g = b->g;
-    const struct lg_event_identity *id = b->in->identity;
     GEN(gen_open_map(g));
     GEN(gen_key(g, "claims"));
     GEN(gen_open_map(g));
@@ -708,6 +706,22 @@ static int gen_jwt(struct build *b)
         GEN(gen_close_array(g));
     }
     return gen_close_map(g);
+}
+
+static int gen_jwt(struct build *b)
+{
+    const struct lg_event_identity *id = b->in->identity;
+    /* A repeat caller's claims were rendered when its token was verified. */
+    if (id->jwt_json)
+        return lg_json_gen_value_raw(b->g, id->jwt_json, id->jwt_json_len);
+    return gen_jwt_object(b->g, id);
+}
+
+int lg_event_render_jwt(const struct lg_event_identity *id, struct lg_buf *out)
+{
+    struct lg_json_writer g;
+    lg_json_writer_init(&g, out);
+    return gen_jwt_object(&g, id);
 }
 
 /* domainName is the Host without its port ("localhost" without a Host, as

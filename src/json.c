@@ -942,6 +942,11 @@ int lg_json_gen_bool(struct lg_json_writer *w, bool v)
     return v ? gen_raw(w, LG_LITERAL("true")) : gen_raw(w, LG_LITERAL("false"));
 }
 
+int lg_json_gen_value_raw(struct lg_json_writer *w, const char *text, size_t n)
+{
+    return gen_raw(w, text, n);
+}
+
 int lg_json_gen_null(struct lg_json_writer *w)
 {
     return gen_raw(w, LG_LITERAL("null"));

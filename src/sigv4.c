@@ -168,6 +168,11 @@ static int sha256(const void *data, size_t n, unsigned char out[SHA256_LEN])
     return sha256_2(data, n, NULL, 0, out);
 }
 
+int lg_sigv4_sha256(const void *data, size_t n, unsigned char out[32])
+{
+    return sha256(data, n, out);
+}
+
 int lg_sigv4_sha256_hex(const void *data, size_t n, char out[65])
 {
     unsigned char md[SHA256_LEN];

@@ -31,6 +31,11 @@ struct lg_event_identity {
     size_t nclaims;
     const char *const *scopes; /* NULL = the token has no scope: "scopes": null */
     size_t nscopes;
+    /* The same claims and scopes already rendered as the authorizer's
+     * {"claims":{...},"scopes":...} object (by lg_event_render_jwt, once
+     * per verified token), or NULL: then they are rendered here. */
+    const char *jwt_json;
+    size_t jwt_json_len;
     /* API key */
     const char *api_key;    /* the key as the client sent it */
     const char *api_key_id; /* its id from the keys file */
@@ -73,6 +78,11 @@ struct lg_event_request {
  * valid UTF-8 (the caller answers 400) or out's bound is reached. */
 int lg_event_build(const struct lg_event_request *in, struct lg_buf *out, char *err,
                    size_t errlen) LG_WUR;
+
+/* Render a JWT identity's {"claims":{...},"scopes":...} object into out
+ * (for lg_event_identity.jwt_json). -1 when a claim is not valid UTF-8 or
+ * out is full. */
+int lg_event_render_jwt(const struct lg_event_identity *id, struct lg_buf *out) LG_WUR;
 
 /* True when a request body with this Content-Type goes to Lambda as text. */
 bool lg_event_is_text_type(const char *content_type, size_t len);

@@ -58,6 +58,10 @@ int lg_json_gen_str(struct lg_json_writer *w, const char *s, size_t n) LG_WUR;
 int lg_json_gen_int(struct lg_json_writer *w, int64_t v) LG_WUR;
 int lg_json_gen_bool(struct lg_json_writer *w, bool v) LG_WUR;
 int lg_json_gen_null(struct lg_json_writer *w) LG_WUR;
+/* A whole JSON value written as it is (separators placed as for any
+ * value): text must be a complete, valid value that a writer of this
+ * module produced, never outside input. */
+int lg_json_gen_value_raw(struct lg_json_writer *w, const char *text, size_t n) LG_WUR;
 /* A string that needs no escaping or checking (the caller's own literal:
  * printable ASCII without '"' or '\\'), written as it is. */
 int lg_json_gen_plain(struct lg_json_writer *w, const char *s, size_t n) LG_WUR;

@@ -83,6 +83,9 @@ int lg_sigv4_sign(const struct lg_sigv4_input *in, struct lg_sigv4_key_cache *ca
 
 /* Lowercase hex SHA-256 of data into out (65 bytes), with the signer's
  * per-thread digest context: for the payload hash of a request. */
+/* The raw digest, with this thread's reused digest context (no allocation
+ * per call, unlike EVP_Digest). */
+int lg_sigv4_sha256(const void *data, size_t n, unsigned char out[32]) LG_WUR;
 int lg_sigv4_sha256_hex(const void *data, size_t n, char out[65]) LG_WUR;
 
 /* The canonical URI of a path as the signer builds it (exposed for tests). */
