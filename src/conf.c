@@ -21,6 +21,7 @@
 #include "lambdagate/conf.h"
 #include "lambdagate/apikey.h"
 #include "lambdagate/httpc.h"
+#include "lambdagate/json.h"
 #include "lambdagate/jwks.h"
 #include "lambdagate/router.h"
 #include "lambdagate/tls.h"
@@ -531,21 +532,12 @@ static const yajl_callbacks parse_callbacks = {
     .yajl_end_array = cb_end,
 };
 
-/* yajl's short message is "lexical error: TEXT\n" or "parse error: TEXT\n";
- * keep TEXT. It never echoes input, so no secret can leak through it. */
+/* yajl's message never echoes input, so no secret can leak through it. */
 static void report_yajl_error(struct loader *ld, yajl_handle h, int line)
 {
-    unsigned char *msg = yajl_get_error(h, 0, NULL, 0);
-    const char *text = msg ? (const char *)msg : "malformed JSON";
-    const char *colon = strstr(text, "error: ");
-    if (colon)
-        text = colon + 7;
-    size_t n = strlen(text);
-    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == ' '))
-        n--;
-    conf_error(ld, line, "JSON syntax error: %.*s", (int)n, text);
-    if (msg)
-        yajl_free_error(h, msg);
+    char text[LG_ERR_LEN];
+    lg_json_yajl_error(h, text, sizeof(text));
+    conf_error(ld, line, "JSON syntax error: %s", text);
 }
 
 /* Parse text into a tree. yajl gives no positions, so the text is fed one
@@ -566,29 +558,7 @@ static struct node *parse_json(struct loader *ld, const char *text, size_t len)
     }
     yajl_config(h, yajl_allow_comments, 1);
 
-    yajl_status st = yajl_status_ok;
-    int last_line = 1; /* last line with something on it: where EOF errors go */
-    size_t off = 0;
-    while (off < len) {
-        const char *nl = memchr(text + off, '\n', len - off);
-        size_t chunk = nl ? (size_t)(nl - (text + off)) + 1 : len - off;
-        for (size_t i = off; i < off + chunk; i++) {
-            if (text[i] != ' ' && text[i] != '\t' && text[i] != '\r' && text[i] != '\n') {
-                last_line = p.line;
-                break;
-            }
-        }
-        st = yajl_parse(h, (const unsigned char *)text + off, chunk);
-        if (st != yajl_status_ok)
-            break;
-        off += chunk;
-        if (nl)
-            p.line++;
-    }
-    if (st == yajl_status_ok) {
-        p.line = last_line;
-        st = yajl_complete_parse(h);
-    }
+    yajl_status st = lg_json_parse_lines(h, text, len, &p.line);
     if (st == yajl_status_client_canceled)
         conf_error(ld, p.line, "%s", p.fatal);
     else if (st == yajl_status_error)
@@ -1976,7 +1946,7 @@ static const struct key_spec top_keys[] = {
      .aux_offset = NO_AUX,
      .max = 4096,
      .check = check_absolute_path,
-     .what = "an absolute path or null"},
+     .what = "an absolute path"},
     {.name = "user",
      .type = SPEC_STRING,
      .flags = F_NULLABLE,
@@ -1984,7 +1954,7 @@ static const struct key_spec top_keys[] = {
      .aux_offset = NO_AUX,
      .max = 256,
      .check = check_user_name,
-     .what = "a user name or numeric uid, or null"},
+     .what = "a user name or numeric uid"},
     {.name = "lambda",
      .type = SPEC_OBJECT,
      .offset = offsetof(struct lg_conf, lambda),

@@ -958,3 +958,47 @@ int lg_json_gen_kv(struct lg_json_writer *w, const char *key, const char *value)
         return -1;
     return value ? lg_json_gen_cstr(w, value) : lg_json_gen_null(w);
 }
+
+/* ------------------------------------------------------------------------
+ * Line-numbered parsing with yajl's callback parser
+ * ------------------------------------------------------------------------ */
+
+yajl_status lg_json_parse_lines(yajl_handle h, const char *text, size_t len, int *line)
+{
+    yajl_status st = yajl_status_ok;
+    int last_line = *line; /* last line with something on it: where EOF errors go */
+    size_t off = 0;
+    while (off < len) {
+        const char *nl = memchr(text + off, '\n', len - off);
+        size_t chunk = nl ? (size_t)(nl - (text + off)) + 1 : len - off;
+        for (size_t i = off; i < off + chunk; i++) {
+            if (text[i] != ' ' && text[i] != '\t' && text[i] != '\r' && text[i] != '\n') {
+                last_line = *line;
+                break;
+            }
+        }
+        st = yajl_parse(h, (const unsigned char *)text + off, chunk);
+        if (st != yajl_status_ok)
+            return st;
+        off += chunk;
+        if (nl)
+            (*line)++;
+    }
+    *line = last_line;
+    return yajl_complete_parse(h);
+}
+
+void lg_json_yajl_error(yajl_handle h, char *out, size_t outlen)
+{
+    unsigned char *msg = yajl_get_error(h, 0, NULL, 0);
+    const char *text = msg ? (const char *)msg : "malformed JSON";
+    const char *colon = strstr(text, "error: ");
+    if (colon)
+        text = colon + 7;
+    size_t n = strlen(text);
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == ' '))
+        n--;
+    snprintf(out, outlen, "%.*s", (int)n, text);
+    if (msg)
+        yajl_free_error(h, msg);
+}

@@ -100,6 +100,40 @@ static const char *jwks_url_of(const struct lg_conf *conf)
  * error and keep the running config. */
 static void reload(struct control *ctl);
 
+static bool differ(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
+/* Keys that a reload cannot apply to a running process: say so, rather
+ * than let an operator believe the change took effect. */
+static void warn_restart_only(const struct lg_conf *old, const struct lg_conf *conf)
+{
+    const char *keys[8];
+    size_t n = 0;
+    if (old->workers != conf->workers)
+        keys[n++] = "workers";
+    if (old->admin_set != conf->admin_set ||
+        (conf->admin_set && differ(old->admin.text, conf->admin.text)))
+        keys[n++] = "admin";
+    if (differ(old->access_log, conf->access_log))
+        keys[n++] = "access_log";
+    if (old->cache.max_bytes != conf->cache.max_bytes)
+        keys[n++] = "cache.max_bytes";
+    if (differ(old->pid_file, conf->pid_file))
+        keys[n++] = "pid_file";
+    if (differ(old->user, conf->user))
+        keys[n++] = "user";
+    /* The credential source is chosen once; secrets are compared, never logged. */
+    if (old->lambda.credentials_set != conf->lambda.credentials_set ||
+        differ(old->lambda.access_key_id, conf->lambda.access_key_id) ||
+        differ(old->lambda.secret_access_key, conf->lambda.secret_access_key) ||
+        differ(old->lambda.session_token, conf->lambda.session_token))
+        keys[n++] = "lambda.credentials";
+    for (size_t i = 0; i < n; i++)
+        lg_log(LG_LOG_WARN, "reload: %s changed; it takes effect at the next start", keys[i]);
+}
+
 static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct control *ctl = arg;
@@ -138,6 +172,7 @@ static void reload(struct control *ctl)
         lg_conf_unref(conf);
         return;
     }
+    warn_restart_only(ctl->conf, conf);
     /* The URL string must stay valid: it now belongs to the new config. */
     ctl->jwks_url = url;
     /* A reload re-reads the key set too (CONTRACT section 2). */
@@ -286,6 +321,7 @@ int main(int argc, char **argv)
             lg_log(LG_LOG_ERROR, "admin listener: %s", err);
             goto out;
         }
+        lg_log(LG_LOG_INFO, "admin listening address=%s", conf->admin.text);
     }
     if (conf->pid_file) {
         if (lg_daemon_write_pidfile(conf->pid_file, err, sizeof(err)) != 0) {

@@ -374,7 +374,7 @@ static int put_histogram(struct lg_buf *out)
 {
     const char *name = "lambdagate_request_duration_seconds";
     if (put_header(out, name, "histogram",
-                   "Time to answer a request, from its arrival to its last byte.") != 0)
+                   "Time to answer a request, from its complete header block to its answer.") != 0)
         return -1;
     uint64_t cumulative = 0;
     for (size_t i = 0; i < HIST_BUCKETS; i++) {

@@ -260,11 +260,9 @@ static void respond_function(struct lg_req *req, struct lg_event_response *r)
 }
 
 /* Serve a cache entry: X-Cache (HIT or STALE) and its Age. */
-static void respond_entry(struct lg_req *req, const struct lg_cache_entry *e, const char *what,
-                          enum lg_metric_cache metric)
+static void respond_entry(struct lg_req *req, const struct lg_cache_entry *e, const char *what)
 {
-    req->cache = what;
-    lg_metrics_cache(metric);
+    req->cache = what; /* counted in the metrics when the request ends */
     int64_t age = (wall_ms() - e->stored_ms) / 1000;
     respond_answer(req, e->status, e->headers, e->nheaders, e->body, e->body_len, false,
                    age > 0 ? age : 0);
@@ -279,7 +277,7 @@ static bool respond_stale(struct lg_req *req)
         return false;
     lg_log_req(LG_LOG_INFO, req->id, "function failed, serving a stale cache entry route=\"%s\"",
                req->route->route_key);
-    respond_entry(req, e, "STALE", LG_CACHE_RESULT_STALE);
+    respond_entry(req, e, "STALE");
     return true;
 }
 
@@ -457,17 +455,15 @@ static void cache_outcome(struct lg_req *req, enum lg_cache_outcome outcome)
 {
     switch (outcome) {
     case LG_CACHE_HIT:
-        respond_entry(req, lg_cache_req_hit(req->cache_req), "HIT", LG_CACHE_RESULT_HIT);
+        respond_entry(req, lg_cache_req_hit(req->cache_req), "HIT");
         return;
     case LG_CACHE_FILL:
         req->cache = "MISS";
         req->cache_fill = true;
-        lg_metrics_cache(LG_CACHE_RESULT_MISS);
         break;
     case LG_CACHE_BYPASS:
     case LG_CACHE_PENDING:
         req->cache = "BYPASS";
-        lg_metrics_cache(LG_CACHE_RESULT_BYPASS);
         break;
     }
     proceed(req);

@@ -346,6 +346,13 @@ static void access_log(struct lg_req *req)
 {
     lg_metrics_request(req->route ? req->route->route_key : "", req->status,
                        mono_us() - req->start_us);
+    /* The X-Cache the answer carried (a STALE answer replaced a MISS). */
+    if (req->cache) {
+        static const char *const names[LG_CACHE_RESULT_COUNT] = {"HIT", "MISS", "BYPASS", "STALE"};
+        for (int i = 0; i < LG_CACHE_RESULT_COUNT; i++)
+            if (strcmp(req->cache, names[i]) == 0)
+                lg_metrics_cache((enum lg_metric_cache)i);
+    }
     if (!lg_log_access_enabled())
         return;
     struct lg_buf b;

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <yajl/yajl_parse.h>
 #include <yajl/yajl_tree.h>
 
 #include "lambdagate/buf.h"
@@ -30,6 +31,21 @@ const char *lg_json_get_string(yajl_val obj, const char *key);
 /* True with *out set when v is a JSON number that is an exact integer
  * within the range of int64_t (no fraction, no exponent overflow). */
 bool lg_json_integer(yajl_val v, int64_t *out) LG_WUR;
+
+/* Files read with yajl's callback parser (the config, the API keys file)
+ * want a line number in every message, and yajl gives no positions: feed
+ * text to h one line at a time, incrementing *line after each newline, so
+ * that a callback belongs to *line (a number completes at the byte after
+ * it, at the latest the newline fed with its line; JSON strings cannot
+ * span lines; comments can, and yield no callbacks). At the end *line is
+ * the last line with something on it (where end-of-file errors belong)
+ * before yajl_complete_parse runs. Returns yajl's status; on an error
+ * *line is where it happened. */
+yajl_status lg_json_parse_lines(yajl_handle h, const char *text, size_t len, int *line);
+/* The text of yajl's error message without its "lexical error: " /
+ * "parse error: " prefix and trailing newline (yajl never echoes input in
+ * it), into out. */
+void lg_json_yajl_error(yajl_handle h, char *out, size_t outlen);
 
 /* A JSON writer that appends compact JSON to a buffer: separators are
  * placed from the writer's state, strings are escaped and must be strictly

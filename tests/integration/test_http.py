@@ -1230,6 +1230,20 @@ def test_sighup_with_a_bad_config_keeps_serving(fresh_gw):
         f.write(good)
 
 
+def test_sighup_warns_about_keys_that_need_a_restart(fresh_gw):
+    gw = fresh_gw
+    cfg = json.loads(open(gw.config_path).read())
+    cfg["workers"] = cfg.get("workers", 1) + 1
+    cfg["routes"].append({"method": "GET", "path": "/added-too", "function": "hello"})
+    with open(gw.config_path, "w") as f:
+        json.dump(cfg, f)
+    gw.send_signal(signal.SIGHUP)
+    assert gw.wait_for_log("configuration reloaded", timeout=5), gw.log_text()
+    lines = [x for x in gw.log_text().splitlines() if x.startswith("WARN reload: ")]
+    assert lines == ["WARN reload: workers changed; it takes effect at the next start"], lines
+    assert gw.request("GET", "/added-too").status == 200
+
+
 def test_sighup_reloads_routes_without_dropping_connections(fresh_gw):
     gw = fresh_gw
     with connect(gw) as s:
