@@ -555,7 +555,9 @@ enum lg_auth_outcome lg_auth_check(struct lg_auth_worker *w, struct lg_conf *con
 void lg_auth_result_clear(struct lg_auth_result *res)
 {
     token_unref(res->token);
-    OPENSSL_cleanse(res->api_key_buf, sizeof(res->api_key_buf));
+    /* Only an API key was copied into the buffer (and only its length). */
+    if (res->identity.kind == LG_IDENTITY_API_KEY)
+        OPENSSL_cleanse(res->api_key_buf, sizeof(res->api_key_buf));
     memset(res, 0, offsetof(struct lg_auth_result, api_key_buf));
     res->reason[0] = '\0';
 }

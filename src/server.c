@@ -65,13 +65,20 @@
  * beyond max_header_bytes before reading pauses. */
 #define PIPELINE_SLACK 65536
 
+/* The most listen addresses a process serves over its life (a reload
+ * adds sockets and retires others; slots are never reused, so that the
+ * workers can hold pointers to them without locks). */
+#define LISTEN_MAX 64
+
 /* A bound listening socket, shared by the workers. */
 struct listen_sock {
     int fd;
     bool tls;
-    size_t index; /* in conf->listen: a reload keeps the listen list as it is */
+    atomic_bool removed; /* a reload dropped its address: shut down, not accepting */
     unsigned port;
-    const char *text; /* borrowed from the conf */
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    char *text; /* the address as written */
 };
 
 enum conn_phase {
@@ -121,8 +128,10 @@ struct lg_worker {
     bool started;
     struct event_base *base;
     struct evdns_base *dns;
-    struct worker_listener *listeners;
+    struct worker_listener listeners[LISTEN_MAX]; /* by socket slot */
     size_t nlisteners;
+    struct event *sync_ev;
+    int sync_fd; /* eventfd written by lg_server_reload: listeners changed */
     struct lg_lambda_client *lambda;
     struct lg_auth_worker *auth;
     struct lg_redis *redis;     /* made when a store is "redis" */
@@ -177,8 +186,8 @@ struct lg_server {
     atomic_uint_fast64_t conf_gen;
     struct lg_creds_provider *creds;
     struct lg_jwks_provider *jwks;
-    struct listen_sock *socks;
-    size_t nsocks;
+    struct listen_sock socks[LISTEN_MAX];
+    atomic_size_t nsocks; /* slots in use (grows on reload, under conf_lock) */
     struct lg_worker *workers;
     size_t nworkers;
 };
@@ -724,6 +733,9 @@ static void split_target(struct lg_req *req)
 static void conn_read_head(struct lg_conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
+    /* Take a reloaded config now: req_new would do it below, and drop the
+     * config this function holds. */
+    worker_sync_conf(c->worker);
     const struct lg_conf *conf = c->worker->conf;
     size_t max = (size_t)conf->limits.max_header_bytes;
 
@@ -1004,7 +1016,13 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struc
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->ip, sizeof(c->ip));
     }
     if (sock->tls) {
-        SSL *ssl = SSL_new(w->conf->listen[sock->index].ssl_ctx);
+        SSL *ssl = NULL;
+        for (size_t i = 0; i < w->conf->nlisten; i++) {
+            const struct lg_conf_listen *l = &w->conf->listen[i];
+            if (l->tls && l->address.salen == sock->salen &&
+                memcmp(&l->address.sa, &sock->sa, sock->salen) == 0)
+                ssl = SSL_new(l->ssl_ctx);
+        }
         if (ssl == NULL) {
             ERR_clear_error();
             ipc_release(w->server, ip_key);
@@ -1066,7 +1084,7 @@ static void accept_error_cb(struct evconnlistener *listener, void *arg)
     struct worker_listener *wl = arg;
     struct lg_worker *w = wl->worker;
     int err = EVUTIL_SOCKET_ERROR();
-    if (atomic_load(&w->server->stopping))
+    if (atomic_load(&w->server->stopping) || atomic_load(&wl->sock->removed))
         return; /* the socket was shut down to refuse new connections */
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
         /* The pending connection stays readable: accepting again at once
@@ -1091,6 +1109,51 @@ static void accept_error_cb(struct evconnlistener *listener, void *arg)
 /* ---------------------------------------------------------------------- */
 /* Workers                                                                 */
 /* ---------------------------------------------------------------------- */
+
+/* Match this worker's listeners to the server's sockets: listen on the
+ * ones a reload added, let go of the ones it removed. On the worker's
+ * thread. -1 when a listener cannot be made. */
+static int worker_sync_listeners(struct lg_worker *w)
+{
+    struct lg_server *s = w->server;
+    size_t n = atomic_load(&s->nsocks);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct worker_listener *wl = &w->listeners[i];
+        struct listen_sock *ls = &s->socks[i];
+        bool removed = atomic_load(&ls->removed);
+        if (removed && wl->listener) {
+            evconnlistener_free(wl->listener);
+            wl->listener = NULL;
+        } else if (!removed && !wl->listener && !w->draining && wl->sock == NULL) {
+            wl->worker = w;
+            wl->sock = ls;
+            /* backlog 0: the socket is already listening. */
+            wl->listener =
+                evconnlistener_new(w->base, accept_cb, wl, LEV_OPT_CLOSE_ON_EXEC, 0, ls->fd);
+            if (wl->listener == NULL) {
+                lg_log(LG_LOG_ERROR, "cannot listen on %s", ls->text);
+                rc = -1;
+                continue;
+            }
+            evconnlistener_set_error_cb(wl->listener, accept_error_cb);
+            if (w->accept_paused)
+                evconnlistener_disable(wl->listener);
+        }
+    }
+    w->nlisteners = n;
+    return rc;
+}
+
+static void sync_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct lg_worker *w = arg;
+    uint64_t v;
+    while (read(fd, &v, sizeof(v)) < 0 && errno == EINTR)
+        ;
+    if (!w->draining)
+        (void)worker_sync_listeners(w);
+}
 
 static void worker_close_listeners(struct lg_worker *w)
 {
@@ -1171,7 +1234,10 @@ static void *worker_run(void *arg)
 static void worker_destroy(struct lg_worker *w)
 {
     worker_close_listeners(w);
-    free(w->listeners);
+    if (w->sync_ev)
+        event_free(w->sync_ev);
+    if (w->sync_fd >= 0)
+        close(w->sync_fd);
     lg_lambda_client_free(w->lambda);
     lg_auth_worker_free(w->auth);
     lg_redis_free(w->redis);
@@ -1245,25 +1311,20 @@ static int worker_init(struct lg_server *s, struct lg_worker *w, size_t id, char
     w->out = evbuffer_new();
     lg_buf_init(&w->head, 0);
     w->accept_resume = evtimer_new(w->base, accept_resume_cb, w);
-    w->listeners = calloc(s->nsocks, sizeof(*w->listeners));
+    w->sync_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->sync_fd >= 0) {
+        w->sync_ev = event_new(w->base, w->sync_fd, EV_READ | EV_PERSIST, sync_cb, w);
+        if (w->sync_ev)
+            event_add(w->sync_ev, NULL);
+    }
     if (w->lambda == NULL || w->stop_ev == NULL || w->drain_timer == NULL || w->reaper == NULL ||
-        w->accept_resume == NULL || w->listeners == NULL || w->out == NULL) {
+        w->accept_resume == NULL || w->out == NULL || w->sync_ev == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    w->nlisteners = s->nsocks;
-    for (size_t i = 0; i < s->nsocks; i++) {
-        struct worker_listener *wl = &w->listeners[i];
-        wl->worker = w;
-        wl->sock = &s->socks[i];
-        /* backlog 0: the socket is already listening. */
-        wl->listener =
-            evconnlistener_new(w->base, accept_cb, wl, LEV_OPT_CLOSE_ON_EXEC, 0, s->socks[i].fd);
-        if (wl->listener == NULL) {
-            snprintf(err, errlen, "cannot listen on %s", s->socks[i].text);
-            return -1;
-        }
-        evconnlistener_set_error_cb(wl->listener, accept_error_cb);
+    if (worker_sync_listeners(w) != 0) {
+        snprintf(err, errlen, "cannot listen on every address");
+        return -1;
     }
     return 0;
 }
@@ -1309,6 +1370,49 @@ static unsigned sockaddr_port(const struct sockaddr_storage *ss)
     return ntohs(((const struct sockaddr_in *)ss)->sin_port);
 }
 
+/* Bind l into the next socket slot. Not thread-safe: at start, or under
+ * conf_lock with the slot published by the nsocks increment. */
+static int add_socket(struct lg_server *s, const struct lg_conf_listen *l, char *err, size_t errlen)
+{
+    size_t i = atomic_load(&s->nsocks);
+    if (i >= LISTEN_MAX) {
+        snprintf(err, errlen, "more than %d listen addresses over the life of the process",
+                 LISTEN_MAX);
+        return -1;
+    }
+    struct listen_sock *ls = &s->socks[i];
+    ls->text = strdup(l->address.text);
+    if (ls->text == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (bind_socket(l, &ls->fd, err, errlen) != 0) {
+        free(ls->text);
+        ls->text = NULL;
+        return -1;
+    }
+    ls->tls = l->tls;
+    atomic_store(&ls->removed, false);
+    ls->port = sockaddr_port(&l->address.sa);
+    memcpy(&ls->sa, &l->address.sa, l->address.salen);
+    ls->salen = l->address.salen;
+    atomic_store(&s->nsocks, i + 1);
+    return 0;
+}
+
+/* The live socket bound to address a, or NULL. */
+static struct listen_sock *find_socket(struct lg_server *s, const struct lg_conf_address *a)
+{
+    size_t n = atomic_load(&s->nsocks);
+    for (size_t i = 0; i < n; i++) {
+        struct listen_sock *ls = &s->socks[i];
+        if (!atomic_load(&ls->removed) && ls->salen == a->salen &&
+            memcmp(&ls->sa, &a->sa, a->salen) == 0)
+            return ls;
+    }
+    return NULL;
+}
+
 struct lg_server *lg_server_new(struct lg_conf *conf, struct lg_creds_provider *creds,
                                 struct lg_jwks_provider *jwks, char *err, size_t errlen)
 {
@@ -1335,21 +1439,13 @@ struct lg_server *lg_server_new(struct lg_conf *conf, struct lg_creds_provider *
     s->conf = lg_conf_ref(conf);
     s->creds = creds;
     s->jwks = jwks;
-    s->socks = calloc(conf->nlisten, sizeof(*s->socks));
-    if (s->socks == NULL) {
-        snprintf(err, errlen, "out of memory");
+    if (conf->nlisten > LISTEN_MAX) {
+        snprintf(err, errlen, "more than %d listen addresses", LISTEN_MAX);
         goto fail;
     }
     for (size_t i = 0; i < conf->nlisten; i++) {
-        const struct lg_conf_listen *l = &conf->listen[i];
-        struct listen_sock *ls = &s->socks[i];
-        if (bind_socket(l, &ls->fd, err, errlen) != 0)
+        if (add_socket(s, &conf->listen[i], err, errlen) != 0)
             goto fail;
-        s->nsocks++;
-        ls->tls = l->tls;
-        ls->index = i;
-        ls->port = sockaddr_port(&l->address.sa);
-        ls->text = l->address.text;
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     s->nworkers = conf->workers > 0 ? (size_t)conf->workers : (size_t)(cores > 0 ? cores : 1);
@@ -1358,8 +1454,10 @@ struct lg_server *lg_server_new(struct lg_conf *conf, struct lg_creds_provider *
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    for (size_t i = 0; i < s->nworkers; i++)
+    for (size_t i = 0; i < s->nworkers; i++) {
         s->workers[i].stop_fd = -1; /* destroyed even when never initialised */
+        s->workers[i].sync_fd = -1;
+    }
     for (size_t i = 0; i < s->nworkers; i++) {
         if (worker_init(s, &s->workers[i], i, err, errlen) != 0)
             goto fail;
@@ -1399,7 +1497,7 @@ void lg_server_stop(struct lg_server *s)
      * backlog (they are reset), rather than letting them wait for the
      * drain: Linux takes a listening socket out of LISTEN on shutdown().
      * The descriptors are closed once every worker has let go of them. */
-    for (size_t i = 0; i < s->nsocks; i++)
+    for (size_t i = 0; i < atomic_load(&s->nsocks); i++)
         shutdown(s->socks[i].fd, SHUT_RDWR);
     uint64_t one = 1;
     for (size_t i = 0; i < s->nworkers; i++) {
@@ -1419,9 +1517,10 @@ void lg_server_free(struct lg_server *s)
     for (size_t i = 0; i < s->nworkers && s->workers; i++)
         worker_destroy(&s->workers[i]);
     free(s->workers);
-    for (size_t i = 0; i < s->nsocks; i++)
+    for (size_t i = 0; i < atomic_load(&s->nsocks); i++) {
         close(s->socks[i].fd);
-    free(s->socks);
+        free(s->socks[i].text);
+    }
     lg_conf_unref(s->conf);
     pthread_mutex_destroy(&s->conf_lock);
     for (size_t i = 0; i < IPC_SHARDS; i++) {
@@ -1444,23 +1543,62 @@ int lg_server_reload(struct lg_server *s, struct lg_conf *conf, char *err, size_
     pthread_mutex_lock(&s->conf_lock);
     struct lg_conf *old = s->conf;
     pthread_mutex_unlock(&s->conf_lock);
-    /* The listening sockets were bound at start and are shared by the
-     * workers by position. */
-    bool same = conf->nlisten == old->nlisten;
-    for (size_t i = 0; same && i < conf->nlisten; i++) {
-        const struct lg_conf_listen *a = &conf->listen[i], *b = &old->listen[i];
-        same = a->tls == b->tls && a->address.salen == b->address.salen &&
-               memcmp(&a->address.sa, &b->address.sa, a->address.salen) == 0;
+    /* An address that stays must keep its TLS setting: its socket (and the
+     * connections on it) cannot switch. */
+    for (size_t i = 0; i < conf->nlisten; i++) {
+        struct listen_sock *ls = find_socket(s, &conf->listen[i].address);
+        if (ls && ls->tls != conf->listen[i].tls) {
+            snprintf(err, errlen,
+                     "listen %s changed between TLS and plain; restart lambdagate "
+                     "to apply that",
+                     conf->listen[i].address.text);
+            return -1;
+        }
     }
-    if (!same) {
-        snprintf(err, errlen, "the listen addresses changed; restart lambdagate to apply that");
-        return -1;
+    /* New addresses are bound now, so that a failure refuses the reload
+     * before anything changed. */
+    size_t first_new = atomic_load(&s->nsocks);
+    for (size_t i = 0; i < conf->nlisten; i++) {
+        if (find_socket(s, &conf->listen[i].address) == NULL &&
+            add_socket(s, &conf->listen[i], err, errlen) != 0) {
+            /* Undo the ones bound by this reload. */
+            for (size_t j = first_new; j < atomic_load(&s->nsocks); j++) {
+                atomic_store(&s->socks[j].removed, true);
+                shutdown(s->socks[j].fd, SHUT_RDWR);
+            }
+            return -1;
+        }
     }
+    /* Addresses no longer listed stop accepting; connections already
+     * accepted on them are served on. */
+    size_t n = atomic_load(&s->nsocks);
+    for (size_t i = 0; i < n; i++) {
+        struct listen_sock *ls = &s->socks[i];
+        bool kept = false;
+        for (size_t j = 0; j < conf->nlisten && !kept; j++)
+            kept = ls->salen == conf->listen[j].address.salen &&
+                   memcmp(&ls->sa, &conf->listen[j].address.sa, ls->salen) == 0;
+        if (!kept && !atomic_load(&ls->removed)) {
+            atomic_store(&ls->removed, true);
+            shutdown(ls->fd, SHUT_RDWR);
+            lg_log(LG_LOG_INFO, "stopped listening address=%s", ls->text);
+        }
+    }
+    for (size_t i = first_new; i < n; i++)
+        if (!atomic_load(&s->socks[i].removed))
+            lg_log(LG_LOG_INFO, "listening address=%s tls=%s", s->socks[i].text,
+                   s->socks[i].tls ? "on" : "off");
     pthread_mutex_lock(&s->conf_lock);
     s->conf = lg_conf_ref(conf);
     atomic_fetch_add_explicit(&s->conf_gen, 1, memory_order_release);
     pthread_mutex_unlock(&s->conf_lock);
     lg_conf_unref(old);
+    /* Wake the workers to listen on (or let go of) the changed sockets. */
+    uint64_t one = 1;
+    for (size_t i = 0; i < s->nworkers; i++) {
+        if (s->workers[i].started && write(s->workers[i].sync_fd, &one, sizeof(one)) < 0)
+            lg_log(LG_LOG_ERROR, "cannot signal worker %zu: %s", i, strerror(errno));
+    }
     return 0;
 }
 

@@ -1230,6 +1230,40 @@ def test_sighup_with_a_bad_config_keeps_serving(fresh_gw):
         f.write(good)
 
 
+def test_sighup_adds_and_removes_listeners_without_dropping_connections(fresh_gw):
+    gw = fresh_gw
+    old_host, old_port = gw.address(0)
+    with connect(gw) as s:
+        s.sendall(req("GET", "/hello"))
+        assert read_responses(s, 1)[0][0].status == 200
+        new_port = free_port()
+        cfg = json.loads(open(gw.config_path).read())
+        cfg["listen"] = [{"address": f"127.0.0.1:{new_port}"}]
+        with open(gw.config_path, "w") as f:
+            json.dump(cfg, f)
+        gw.send_signal(signal.SIGHUP)
+        assert gw.wait_for_log("configuration reloaded", timeout=5), gw.log_text()
+        # the new address serves ...
+        with socket.create_connection(("127.0.0.1", new_port), timeout=5) as n:
+            n.sendall(req("GET", "/hello"))
+            assert read_responses(n, 1)[0][0].status == 200
+        # ... the connection accepted on the old one is still served ...
+        s.sendall(req("GET", "/hello"))
+        got, _ = read_responses(s, 1)
+        assert got and got[0].status == 200
+    # ... and the old address no longer accepts.
+    with pytest.raises(OSError):
+        with socket.create_connection((old_host, old_port), timeout=2) as o:
+            o.sendall(req("GET", "/hello"))
+            if not o.recv(1):
+                raise ConnectionResetError("closed")
+    log = gw.log_text()
+    assert f"stopped listening address={old_host}:{old_port}" in log, log
+    assert f"listening address=127.0.0.1:{new_port} tls=off" in log, log
+    # the harness stops the gateway through its new address
+    gw.config["listen"] = cfg["listen"]
+
+
 def test_sighup_warns_about_keys_that_need_a_restart(fresh_gw):
     gw = fresh_gw
     cfg = json.loads(open(gw.config_path).read())
