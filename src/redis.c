@@ -94,6 +94,7 @@ struct lg_redis_cmd {
     lg_redis_cb cb;
     void *arg;
     bool in_hiredis;
+    bool before_up;  /* sent during the handshake: a failed connect means DOWN */
     bool has_result; /* ev delivers result (not a deadline) */
     enum lg_redis_status result;
 
@@ -253,10 +254,18 @@ static void on_connect(const redisAsyncContext *ac, int status)
         go_down(r, ac->c.errstr[0] ? ac->c.errstr : "connect failed");
         return;
     }
-    /* The commands are pipelined; the client is up when PING answers,
-     * which proves AUTH and SELECT succeeded (their callbacks run first)
-     * and that the server accepts commands (PING fails with NOAUTH when
-     * Redis wants a password we do not have, or LOADING). */
+}
+
+/* The handshake is queued right after the connect starts (hiredis writes
+ * it once the TCP connection is up), so that commands sent meanwhile
+ * follow it on the wire: a request arriving while the first connection
+ * is made waits for it, within its deadline, instead of failing at once.
+ * The client is up when PING answers, which proves AUTH and SELECT
+ * succeeded (their callbacks run first) and that the server accepts
+ * commands (PING fails with NOAUTH when Redis wants a password we do not
+ * have, or LOADING). */
+static void send_handshake(struct lg_redis *r)
+{
     r->state = ST_HANDSHAKE;
     int rc = 0;
     if (r->password != NULL) {
@@ -315,6 +324,7 @@ static void start_connect(struct lg_redis *r)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     r->ac = ac;
+    send_handshake(r);
     /* hiredis 0.14 has no connect timeout in async mode. */
     struct timeval tv = ms_to_timeval(r->timeout_ms);
     evtimer_del(r->timer);
@@ -467,7 +477,7 @@ static void cmd_reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
         if (r == NULL)
             cmd_release(cmd);
         else
-            cmd_finish_later(cmd, LG_REDIS_ERROR);
+            cmd_finish_later(cmd, cmd->before_up ? LG_REDIS_DOWN : LG_REDIS_ERROR);
         return;
     }
     if (r == NULL) {
@@ -555,7 +565,7 @@ struct lg_redis_cmd *lg_redis_command(struct lg_redis *r, int argc, const char *
         cmd_finish_later(cmd, LG_REDIS_ERROR);
         return cmd;
     }
-    if (r->state != ST_UP) {
+    if (r->state != ST_UP && r->state != ST_HANDSHAKE) {
         cmd_finish_later(cmd, LG_REDIS_DOWN);
         return cmd;
     }
@@ -563,6 +573,7 @@ struct lg_redis_cmd *lg_redis_command(struct lg_redis *r, int argc, const char *
         cmd_finish_later(cmd, LG_REDIS_ERROR);
         return cmd;
     }
+    cmd->before_up = r->state != ST_UP;
     cmd_arm_deadline(r, cmd);
     return cmd;
 }
@@ -651,7 +662,7 @@ struct lg_redis_cmd *lg_redis_eval(struct lg_redis *r, const struct lg_redis_scr
         cmd_finish_later(cmd, LG_REDIS_ERROR);
         return cmd;
     }
-    if (r->state != ST_UP) {
+    if (r->state != ST_UP && r->state != ST_HANDSHAKE) {
         cmd_finish_later(cmd, LG_REDIS_DOWN);
         return cmd;
     }
@@ -674,6 +685,7 @@ struct lg_redis_cmd *lg_redis_eval(struct lg_redis *r, const struct lg_redis_scr
         cmd_finish_later(cmd, LG_REDIS_ERROR);
         return cmd;
     }
+    cmd->before_up = r->state != ST_UP;
     cmd_arm_deadline(r, cmd);
     return cmd;
 }
