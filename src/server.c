@@ -187,7 +187,7 @@ struct lg_server {
     struct lg_creds_provider *creds;
     struct lg_jwks_provider *jwks;
     struct listen_sock socks[LISTEN_MAX];
-    atomic_size_t nsocks; /* slots in use (grows on reload, under conf_lock) */
+    atomic_size_t nsocks; /* slots in use (grows on reload; see add_socket) */
     struct lg_worker *workers;
     size_t nworkers;
 };
@@ -1370,8 +1370,9 @@ static unsigned sockaddr_port(const struct sockaddr_storage *ss)
     return ntohs(((const struct sockaddr_in *)ss)->sin_port);
 }
 
-/* Bind l into the next socket slot. Not thread-safe: at start, or under
- * conf_lock with the slot published by the nsocks increment. */
+/* Bind l into the next socket slot. Only the control thread adds slots
+ * (at start and on reload); workers see a slot once the nsocks store
+ * publishes it, after every field is written. */
 static int add_socket(struct lg_server *s, const struct lg_conf_listen *l, char *err, size_t errlen)
 {
     size_t i = atomic_load(&s->nsocks);
