@@ -59,17 +59,9 @@ struct lg_auth_worker {
     size_t count;
     struct lg_auth_token *lru_head, *lru_tail;
     struct lg_auth_wait *waits;
-    uint64_t verified, hits;
 };
 
 static const char *const no_scopes[1] = {NULL};
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---------- the verified-token cache ---------- */
 
@@ -186,16 +178,6 @@ void lg_auth_worker_free(struct lg_auth_worker *w)
     free(w);
 }
 
-uint64_t lg_auth_worker_verified(const struct lg_auth_worker *w)
-{
-    return w->verified;
-}
-
-uint64_t lg_auth_worker_hits(const struct lg_auth_worker *w)
-{
-    return w->hits;
-}
-
 /* ---------- waiting for a refetched key set ---------- */
 
 static void wait_free(struct lg_auth_wait *wt)
@@ -216,7 +198,7 @@ static void on_wait_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct lg_auth_wait *wt = arg;
-    if (lg_jwks_provider_busy(wt->w->jwks) && now_ms() < wt->deadline_ms)
+    if (lg_jwks_provider_busy(wt->w->jwks) && lg_mono_ms() < wt->deadline_ms)
         return; /* the timer is persistent */
     lg_auth_wake_cb wake = wt->wake;
     void *warg = wt->arg;
@@ -241,7 +223,7 @@ static struct lg_auth_wait *wait_new(struct lg_auth_worker *w, lg_auth_wake_cb w
         return NULL;
     }
     wt->w = w;
-    wt->deadline_ms = now_ms() + LG_AUTH_REFETCH_WAIT_MS;
+    wt->deadline_ms = lg_mono_ms() + LG_AUTH_REFETCH_WAIT_MS;
     wt->wake = wake;
     wt->arg = arg;
     wt->next = w->waits;
@@ -419,7 +401,6 @@ static enum lg_auth_outcome check_jwt(struct lg_auth_worker *w, struct lg_conf *
         t = NULL;
     }
     if (t) {
-        w->hits++;
         lru_unlink(w, t);
         lru_push(w, t);
         t->refs++;
@@ -445,7 +426,6 @@ static enum lg_auth_outcome check_jwt(struct lg_auth_worker *w, struct lg_conf *
         }
         lg_jwks_unref(keys);
         keys = NULL;
-        w->verified++;
         if (st == LG_JWT_UNKNOWN_KID && !retry && jwt->jwks_url && w->jwks &&
             lg_jwks_provider_refetch(w->jwks)) {
             lg_jwt_claims_free(&claims);

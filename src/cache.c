@@ -1244,13 +1244,6 @@ struct lg_cache_req {
     void *arg;
 };
 
-static int64_t wall_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static bool entry_fresh(const struct lg_cache_entry *e, int64_t now_ms)
 {
     return now_ms < add_sat(e->stored_ms, e->ttl_ms);
@@ -1333,7 +1326,7 @@ static void on_get(enum lg_redis_status status, const struct redisReply *reply, 
         finish(cr, LG_CACHE_BYPASS);
         return;
     }
-    int64_t now = wall_now_ms();
+    int64_t now = lg_wall_ms();
     if (reply->type == REDIS_REPLY_STRING &&
         take_entry(cr, lg_cache_decode(reply->str, reply->len), now)) {
         finish(cr, LG_CACHE_HIT);
@@ -1378,7 +1371,7 @@ static void on_wait_timer(evutil_socket_t fd, short what, void *arg)
             finish(cr, LG_CACHE_BYPASS);
         return;
     }
-    int64_t now = wall_now_ms();
+    int64_t now = lg_wall_ms();
     if (take_entry(cr, lg_cache_mem_get(cr->mem, cr->key, now), now)) {
         finish(cr, LG_CACHE_HIT);
         return;

@@ -722,18 +722,11 @@ struct lg_jwks_provider {
     int64_t backoff_ms;           /* 0 after a success */
 };
 
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void schedule(struct lg_jwks_provider *p, int64_t ms)
 {
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
     event_add(p->timer, &tv);
-    p->timer_due_ms = monotonic_ms() + ms;
+    p->timer_due_ms = lg_mono_ms() + ms;
 }
 
 /* The fetch ended: busy turns false, together with the new set when there
@@ -814,7 +807,7 @@ static void fetch_start(struct lg_jwks_provider *p)
     p->busy = true;
     p->refetch_pending = false;
     p->ever_fetched = true;
-    p->last_start_ms = monotonic_ms();
+    p->last_start_ms = lg_mono_ms();
     p->fetches++;
     pthread_mutex_unlock(&p->lock);
     static const struct lg_http_header accept = {LG_LITERAL("Accept"),
@@ -949,7 +942,7 @@ bool lg_jwks_provider_refetch(struct lg_jwks_provider *p)
         ok = false; /* nothing runs yet */
     } else if (p->busy) {
         ok = true; /* its answer is the one the caller waits for */
-    } else if (p->ever_fetched && monotonic_ms() - p->last_start_ms < p->refetch_interval_ms) {
+    } else if (p->ever_fetched && lg_mono_ms() - p->last_start_ms < p->refetch_interval_ms) {
         /* Tokens with made-up kids must not turn into a flood of fetches
          * against the issuer. */
         ok = false;
@@ -966,7 +959,7 @@ bool lg_jwks_provider_refetch(struct lg_jwks_provider *p)
             p->busy = true;
             p->refetch_pending = true;
             p->ever_fetched = true;
-            p->last_start_ms = monotonic_ms();
+            p->last_start_ms = lg_mono_ms();
         }
     }
     pthread_mutex_unlock(&p->lock);
@@ -1001,7 +994,7 @@ int64_t lg_jwks_provider_next_fetch_ms(struct lg_jwks_provider *p)
 {
     if (!event_pending(p->timer, EV_TIMEOUT, NULL))
         return -1;
-    int64_t left = p->timer_due_ms - monotonic_ms();
+    int64_t left = p->timer_due_ms - lg_mono_ms();
     return left < 0 ? 0 : left;
 }
 

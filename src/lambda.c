@@ -110,13 +110,6 @@ const char *lg_lambda_outcome_name(enum lg_lambda_outcome o)
     return "unknown";
 }
 
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 struct lg_lambda_client *lg_lambda_client_new(struct event_base *base, struct evdns_base *dns,
                                               struct lg_creds_provider *creds)
 {
@@ -259,7 +252,7 @@ static void call_complete(struct lg_lambda_call *call, struct lg_lambda_result *
         snprintf(detail, sizeof(detail), "%s", res->detail);
         res->detail = detail;
     }
-    res->duration_us = now_us() - call->start_us;
+    res->duration_us = lg_mono_us() - call->start_us;
     lg_lambda_done_cb done = call->done;
     void *arg = call->arg;
     call_free(call);
@@ -328,7 +321,7 @@ static void on_answer(struct lg_httpc_conn *conn, const struct lg_httpc_response
     call->pc = NULL;
 
     if (resp->error != LG_HTTPC_OK && resp->retryable && !call->retried &&
-        now_us() < call->deadline_us) {
+        lg_mono_us() < call->deadline_us) {
         /* Not one byte of the request left us on a connection that broke:
          * once more, on a new one. */
         call->retried = true;
@@ -542,7 +535,7 @@ static void send_on(struct lg_lambda_call *call, struct pooled_conn *pc)
         return;
     }
 
-    int64_t left_ms = (call->deadline_us - now_us()) / 1000;
+    int64_t left_ms = (call->deadline_us - lg_mono_us()) / 1000;
     if (left_ms < 1)
         left_ms = 1;
     call->pc = pc;
@@ -590,11 +583,11 @@ static void call_timer_cb(evutil_socket_t fd, short what, void *arg)
         struct lg_creds *creds = lg_creds_provider_get(call->client->creds);
         if (creds) {
             lg_creds_unref(creds);
-            arm(call, call->deadline_us - now_us());
+            arm(call, call->deadline_us - lg_mono_us());
             enqueue(call);
             return;
         }
-        int64_t left = call->deadline_us - now_us();
+        int64_t left = call->deadline_us - lg_mono_us();
         if (left <= 0) {
             call_fail(call, LG_LAMBDA_ERROR, "no AWS credentials available yet");
             return;
@@ -652,7 +645,7 @@ struct lg_lambda_call *lg_lambda_invoke(struct lg_lambda_client *c, const struct
     snprintf(call->request_id, sizeof(call->request_id), "%s", request_id);
     call->done = done;
     call->arg = arg;
-    call->start_us = now_us();
+    call->start_us = lg_mono_us();
     call->deadline_us = call->start_us + route->timeout_ms * 1000;
 
     if (lg_creds_provider_source(c->creds) == LG_CREDS_NONE) {

@@ -29,13 +29,6 @@
 /* The longest method we route; longer ones cannot match a route. */
 #define METHOD_MAX 32
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static const struct lg_http_header *find_header(const struct lg_req *req, const char *name)
 {
     return lg_http_find(req->head.headers, req->head.nheaders, name);
@@ -253,7 +246,7 @@ static void respond_function(struct lg_req *req, struct lg_event_response *r)
 {
     if (req->cache_fill)
         (void)lg_cache_req_store(req->cache_req, r->status, r->headers, r->nheaders, r->body.data,
-                                 r->body.len, wall_ms());
+                                 r->body.len, lg_wall_ms());
     size_t len;
     char *body = lg_buf_steal(&r->body, &len);
     respond_answer(req, r->status, r->headers, r->nheaders, body, len, true, -1);
@@ -263,7 +256,7 @@ static void respond_function(struct lg_req *req, struct lg_event_response *r)
 static void respond_entry(struct lg_req *req, const struct lg_cache_entry *e, const char *what)
 {
     req->cache = what; /* counted in the metrics when the request ends */
-    int64_t age = (wall_ms() - e->stored_ms) / 1000;
+    int64_t age = (lg_wall_ms() - e->stored_ms) / 1000;
     respond_answer(req, e->status, e->headers, e->nheaders, e->body, e->body_len, false,
                    age > 0 ? age : 0);
 }
@@ -272,7 +265,7 @@ static void respond_entry(struct lg_req *req, const struct lg_cache_entry *e, co
  * entry is still within its window: serve it instead of the error. */
 static bool respond_stale(struct lg_req *req)
 {
-    const struct lg_cache_entry *e = lg_cache_req_stale(req->cache_req, wall_ms());
+    const struct lg_cache_entry *e = lg_cache_req_stale(req->cache_req, lg_wall_ms());
     if (e == NULL)
         return false;
     lg_log_req(LG_LOG_INFO, req->id, "function failed, serving a stale cache entry route=\"%s\"",
@@ -529,7 +522,7 @@ static void cache_step(struct lg_req *req)
         .route = route,
         .default_ttl_s = conf->cache.ttl_s,
         .refetch = refetch,
-        .now_ms = wall_ms(),
+        .now_ms = lg_wall_ms(),
     };
     if (params.redis == NULL && conf->cache.store == LG_STORE_REDIS) {
         cache_outcome(req, LG_CACHE_BYPASS);
@@ -748,12 +741,9 @@ static void invoke(struct lg_req *req, const char *method)
 
 void lg_proxy_abort(struct lg_req *req)
 {
-    lg_cache_req_free(req->cache_req);
-    req->cache_req = NULL;
-    lg_throttle_cancel(req->throttle_call);
-    req->throttle_call = NULL;
-    lg_auth_wait_cancel(req->auth_wait);
-    req->auth_wait = NULL;
+    /* A pending key set wait, Redis decision or cache step is released
+     * with the request (req_free); only the Invoke call and the in-flight
+     * count are ours to undo here. */
     if (req->call) {
         lg_lambda_cancel(req->call);
         req->call = NULL;

@@ -192,13 +192,6 @@ struct lg_server {
     size_t nworkers;
 };
 
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static uint64_t ipc_hash(const struct lg_server *s, const uint8_t addr[16])
 {
     /* FNV-1a, seeded per process: a client picks only its own addresses,
@@ -254,13 +247,6 @@ static void ipc_release(struct lg_server *s, const uint8_t addr[16])
         free(e);
     }
     pthread_mutex_unlock(&sh->lock);
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 struct lg_lambda_client *lg_worker_lambda(struct lg_worker *w)
@@ -354,7 +340,7 @@ static void format_rfc3339(int64_t ms, char out[32])
 static void access_log(struct lg_req *req)
 {
     lg_metrics_request(req->route ? req->route->route_key : "", req->status,
-                       mono_us() - req->start_us);
+                       lg_mono_us() - req->start_us);
     /* The X-Cache the answer carried (a STALE answer replaced a MISS). */
     if (req->cache) {
         static const char *const names[LG_CACHE_RESULT_COUNT] = {"HIT", "MISS", "BYPASS", "STALE"};
@@ -368,7 +354,7 @@ static void access_log(struct lg_req *req)
     lg_buf_init(&b, 65536);
     char when[32];
     format_rfc3339(req->time_ms, when);
-    int64_t dur_us = mono_us() - req->start_us;
+    int64_t dur_us = lg_mono_us() - req->start_us;
     int rc =
         lg_buf_printf(&b, "{\"time\":\"%s\",\"request_id\":\"%s\",\"remote_addr\":", when, req->id);
     rc |= lg_json_append_string(&b, req->source_ip, strlen(req->source_ip));
@@ -480,8 +466,8 @@ static struct lg_req *req_new(struct lg_conn *c)
     worker_sync_conf(c->worker);
     req->conf = lg_conf_ref(c->worker->conf);
     lg_codec_uuid4(req->id);
-    req->start_us = mono_us();
-    req->time_ms = wall_ms();
+    req->start_us = lg_mono_us();
+    req->time_ms = lg_wall_ms();
     req->source_ip = c->ip;
     req->scheme = c->sock->tls ? "https" : "http";
     req->server_port = c->sock->port;
@@ -1430,7 +1416,7 @@ struct lg_server *lg_server_new(struct lg_conf *conf, struct lg_creds_provider *
     for (size_t i = 0; i < IPC_SHARDS; i++)
         pthread_mutex_init(&s->ipc[i].lock, NULL);
     if (RAND_bytes((unsigned char *)&s->ipc_seed, sizeof(s->ipc_seed)) != 1)
-        s->ipc_seed = (uint64_t)mono_us();
+        s->ipc_seed = (uint64_t)lg_mono_us();
     s->rl = lg_rl_local_new(LG_THROTTLE_LOCAL_ENTRIES);
     s->cache = lg_cache_mem_new((size_t)conf->cache.max_bytes);
     if (s->rl == NULL || s->cache == NULL) {

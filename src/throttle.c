@@ -121,13 +121,6 @@ struct lg_throttle_call {
     void *arg;
 };
 
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* key = prefix + text + identity; an identity that would not fit (a long
  * claim) is replaced by its SHA-256. Returns the length. */
 static size_t make_key(char *out, const char *prefix, const char *text, const char *identity)
@@ -196,13 +189,6 @@ static void make_plan(const struct lg_throttle_request *req, struct plan *p)
     }
 }
 
-bool lg_throttle_applies(const struct lg_throttle_request *req)
-{
-    struct plan p;
-    make_plan(req, &p);
-    return p.n > 0 || p.quota;
-}
-
 static void quota_figures(const struct plan *p, int64_t count, bool allowed, struct lg_rl_result *r)
 {
     r->allowed = allowed;
@@ -228,7 +214,7 @@ static void decide_local(struct lg_rl_local *local, const struct plan *p,
         return;
     }
     struct lg_rl_result results[MAX_BUCKETS];
-    int refused = p->n ? lg_rl_local_decide(local, p->checks, p->n, mono_us(), results) : -1;
+    int refused = p->n ? lg_rl_local_decide(local, p->checks, p->n, lg_mono_us(), results) : -1;
     if (refused >= 0) {
         if (p->quota)
             lg_rl_local_quota_refund(local, p->quota_key, p->quota_key_len, p->quota_start);
@@ -447,7 +433,7 @@ bool lg_throttle_per_ip(struct lg_rl_local *local, const struct lg_conf *conf, c
     char key[LG_RL_KEY_MAX];
     struct lg_rl_check check = {key, make_key(key, "", "ip:", ip), conf->limits.per_ip};
     struct lg_rl_result r;
-    if (lg_rl_local_decide(local, &check, 1, mono_us(), &r) < 0)
+    if (lg_rl_local_decide(local, &check, 1, lg_mono_us(), &r) < 0)
         return true;
     *retry_after_s = r.retry_after_s > 0 ? r.retry_after_s : 1;
     return false;

@@ -70,8 +70,4 @@ enum lg_auth_outcome lg_auth_check(struct lg_auth_worker *w, struct lg_conf *con
 void lg_auth_wait_cancel(struct lg_auth_wait *wait);
 void lg_auth_result_clear(struct lg_auth_result *res);
 
-/* Tokens verified and cache hits so far on this worker (tests, metrics). */
-uint64_t lg_auth_worker_verified(const struct lg_auth_worker *w);
-uint64_t lg_auth_worker_hits(const struct lg_auth_worker *w);
-
 #endif

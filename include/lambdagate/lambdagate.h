@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Results that must be checked: 0 / -1 and bool functions carry this. */
 #define LG_WUR          __attribute__((warn_unused_result))
@@ -34,5 +35,26 @@
 /* Size of an error-message buffer passed to functions that report why they
  * failed. */
 #define LG_ERR_LEN 256
+
+/* Clocks: monotonic for deadlines and durations, wall for what is shown
+ * or shared with other hosts (event times, cache entry ages, quotas). */
+static inline int64_t lg_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static inline int64_t lg_mono_ms(void)
+{
+    return lg_mono_us() / 1000;
+}
+
+static inline int64_t lg_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 #endif

@@ -42,9 +42,6 @@ struct lg_throttle_result {
 typedef void (*lg_throttle_cb)(const struct lg_throttle_result *res, void *arg);
 struct lg_throttle_call;
 
-/* True when req's route has a bucket or quota to pass (nothing to decide
- * otherwise). */
-bool lg_throttle_applies(const struct lg_throttle_request *req);
 /* Decide req with the instance's local store, or with Redis when redis
  * is not NULL (throttle.store "redis"; the worker's client). Local: the
  * result is final at once: returns 0 with *res filled and *call NULL.
