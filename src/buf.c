@@ -15,6 +15,16 @@ void lg_buf_init(struct lg_buf *b, size_t max)
     b->len = 0;
     b->cap = 0;
     b->max = max ? max : BUF_DEFAULT_MAX;
+    b->borrowed = false;
+}
+
+void lg_buf_init_local(struct lg_buf *b, char *storage, size_t size, size_t max)
+{
+    lg_buf_init(b, max);
+    b->data = storage;
+    b->cap = size;
+    b->borrowed = true;
+    storage[0] = '\0';
 }
 
 int lg_buf_reserve(struct lg_buf *b, size_t extra)
@@ -29,9 +39,15 @@ int lg_buf_reserve(struct lg_buf *b, size_t extra)
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    char *p = realloc(b->data, cap);
-    if (p == NULL)
+    char *p;
+    if (b->borrowed) {
+        if ((p = malloc(cap)) == NULL)
+            return -1;
+        memcpy(p, b->data, b->len + 1);
+        b->borrowed = false;
+    } else if ((p = realloc(b->data, cap)) == NULL) {
         return -1;
+    }
     b->data = p;
     b->cap = cap;
     return 0;
@@ -83,8 +99,14 @@ const char *lg_buf_cstr(const struct lg_buf *b)
 char *lg_buf_steal(struct lg_buf *b, size_t *len)
 {
     char *p = b->data;
+    if (b->borrowed) {
+        p = malloc(b->len + 1);
+        if (p != NULL)
+            memcpy(p, b->data, b->len + 1);
+        b->borrowed = false;
+    }
     if (len)
-        *len = b->len;
+        *len = p ? b->len : 0;
     b->data = NULL;
     b->len = 0;
     b->cap = 0;
@@ -100,7 +122,9 @@ void lg_buf_reset(struct lg_buf *b)
 
 void lg_buf_free(struct lg_buf *b)
 {
-    free(b->data);
+    if (!b->borrowed)
+        free(b->data);
+    b->borrowed = false;
     b->data = NULL;
     b->len = 0;
     b->cap = 0;

@@ -216,6 +216,8 @@ struct qpair {
 
 /* Requests with up to this many headers need no allocation to sort them. */
 #define LOCAL_HEADERS 32
+/* ... and with up to this many query parameters, to group those. */
+#define LOCAL_PARAMS 16
 
 struct build {
     const struct lg_event_request *in;
@@ -248,6 +250,11 @@ struct build {
         struct item hitems[LOCAL_HEADERS];
         struct group hgroups[LOCAL_HEADERS];
         struct lg_http_header conn[LOCAL_HEADERS];
+        struct qpair qpairs[LOCAL_PARAMS];
+        struct item qitems[LOCAL_PARAMS];
+        struct group qgroups[LOCAL_PARAMS];
+        char qtext[512];
+        char scratch[512];
     } local;
 };
 
@@ -409,9 +416,15 @@ static int parse_query(struct build *b)
     size_t cap = 1;
     for (size_t i = 0; i < n; i++)
         cap += q[i] == '&';
-    b->qpairs = malloc(cap * sizeof(*b->qpairs));
-    b->qitems = malloc(cap * sizeof(*b->qitems));
-    b->qgroups = malloc(cap * sizeof(*b->qgroups));
+    if (cap <= LOCAL_PARAMS) {
+        b->qpairs = b->local.qpairs;
+        b->qitems = b->local.qitems;
+        b->qgroups = b->local.qgroups;
+    } else {
+        b->qpairs = malloc(cap * sizeof(*b->qpairs));
+        b->qitems = malloc(cap * sizeof(*b->qitems));
+        b->qgroups = malloc(cap * sizeof(*b->qgroups));
+    }
     if (!b->qpairs || !b->qitems || !b->qgroups) {
         set_err(b->err, b->errlen, "out of memory");
         return -1;
@@ -1017,8 +1030,8 @@ int lg_event_build(const struct lg_event_request *in, struct lg_buf *out, char *
     b.in = in;
     b.err = err;
     b.errlen = errlen;
-    lg_buf_init(&b.qtext, 0);
-    lg_buf_init(&b.scratch, 0);
+    lg_buf_init_local(&b.qtext, b.local.qtext, sizeof(b.local.qtext), 0);
+    lg_buf_init_local(&b.scratch, b.local.scratch, sizeof(b.local.scratch), 0);
     /* The writer appends straight to the caller's buffer, so the event (and
      * a body of several megabytes) is not copied once more. */
     struct lg_json_writer writer;
@@ -1058,9 +1071,11 @@ done:
         free(b.hgroups);
         free(b.conn);
     }
-    free(b.qpairs);
-    free(b.qitems);
-    free(b.qgroups);
+    if (b.qpairs != b.local.qpairs) {
+        free(b.qpairs);
+        free(b.qitems);
+        free(b.qgroups);
+    }
     lg_buf_free(&b.qtext);
     lg_buf_free(&b.scratch);
     return rc;
@@ -1269,7 +1284,8 @@ static int scalar_text(yajl_val v, const char **s, size_t *n)
 struct pending {
     struct lg_http_header *h; /* borrowed from the tree */
     size_t n, cap;
-    size_t bytes; /* header block size so far */
+    size_t bytes;                    /* header block size so far */
+    struct lg_http_header local[16]; /* h for the usual few headers */
 };
 
 static int pending_add(struct pending *p, const char *name, const char *value, size_t value_len,
@@ -1350,9 +1366,9 @@ static int collect_headers(yajl_val root, struct pending *p, char *err, size_t e
         return -1;
     }
     p->cap = total;
-    p->h = total ? calloc(total, sizeof(*p->h)) : NULL;
+    p->h = total <= LG_ARRAY_LEN(p->local) ? p->local : calloc(total, sizeof(*p->h));
     const char **mnames = nmulti ? calloc(nmulti, sizeof(*mnames)) : NULL;
-    if ((total && p->h == NULL) || (nmulti && mnames == NULL)) {
+    if (p->h == NULL || (nmulti && mnames == NULL)) {
         free(mnames);
         set_err(err, errlen, "out of memory");
         return -1;
@@ -1415,71 +1431,82 @@ out:
     return rc;
 }
 
-static char *dup_bytes(const char *s, size_t n)
+/* Whether the function's header h is sent on: hop-by-hop ones (including
+ * those its own Connection headers name) and Content-Length are dropped,
+ * since we frame the body ourselves. */
+static bool response_keeps(const struct lg_http_header *h, const struct lg_http_header *conn,
+                           size_t nconn)
 {
-    char *d = malloc(n + 1);
-    if (d != NULL) {
-        memcpy(d, s, n);
-        d[n] = '\0';
-    }
-    return d;
+    return !lg_http_is_hop_by_hop(h->name, h->name_len, conn, nconn) &&
+           !lg_http_ieq(h->name, h->name_len, "content-length");
 }
 
-static int response_add(struct lg_event_response *r, const char *name, size_t name_len,
-                        const char *value, size_t value_len)
+/* Copy one header into r's block at *text. */
+static void response_put(struct lg_event_response *r, char **text, const char *name,
+                         size_t name_len, const char *value, size_t value_len)
 {
-    char *n = dup_bytes(name, name_len);
-    char *v = dup_bytes(value, value_len);
-    if (n == NULL || v == NULL) {
-        free(n);
-        free(v);
-        return -1;
-    }
     struct lg_http_header *h = &r->headers[r->nheaders++];
-    h->name = n;
+    char *t = *text;
+    memcpy(t, name, name_len);
+    t[name_len] = '\0';
+    h->name = t;
     h->name_len = name_len;
-    h->value = v;
+    t += name_len + 1;
+    memcpy(t, value, value_len);
+    t[value_len] = '\0';
+    h->value = t;
     h->value_len = value_len;
-    return 0;
+    *text = t + value_len + 1;
 }
 
-/* Copy the headers we send into r: hop-by-hop ones (including those the
- * function's own Connection header names) and Content-Length are dropped,
- * since we frame the body ourselves; Content-Type is added when missing,
- * as API Gateway does ("adds a Content-Type header ... application/json"). */
+/* Copy the headers we send into r, in one allocation (the array, then the
+ * names and values): Content-Type is added when missing, as API Gateway
+ * does ("adds a Content-Type header ... application/json"). */
 static int finish_headers(struct lg_event_response *r, const struct pending *p)
 {
     size_t nconn = 0;
-    struct lg_http_header *conn = NULL;
-    r->headers = calloc(p->n + 1, sizeof(*r->headers));
-    if (r->headers == NULL)
-        return -1;
+    struct lg_http_header conn_local[4], *conn = conn_local;
     for (size_t i = 0; i < p->n; i++)
         nconn += lg_http_ieq(p->h[i].name, p->h[i].name_len, "connection");
-    if (nconn > 0) {
-        conn = malloc(nconn * sizeof(*conn));
-        if (conn == NULL)
-            return -1;
-        nconn = 0;
-        for (size_t i = 0; i < p->n; i++) {
-            if (lg_http_ieq(p->h[i].name, p->h[i].name_len, "connection"))
-                conn[nconn++] = p->h[i];
-        }
+    if (nconn > LG_ARRAY_LEN(conn_local) && (conn = malloc(nconn * sizeof(*conn))) == NULL)
+        return -1;
+    nconn = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        if (lg_http_ieq(p->h[i].name, p->h[i].name_len, "connection"))
+            conn[nconn++] = p->h[i];
     }
     bool have_type = false;
-    int rc = 0;
-    for (size_t i = 0; i < p->n && rc == 0; i++) {
+    size_t nkeep = 0, text = 0;
+    for (size_t i = 0; i < p->n; i++) {
         const struct lg_http_header *h = &p->h[i];
-        if (lg_http_is_hop_by_hop(h->name, h->name_len, conn, nconn) ||
-            lg_http_ieq(h->name, h->name_len, "content-length"))
+        if (!response_keeps(h, conn, nconn))
             continue;
         have_type |= lg_http_ieq(h->name, h->name_len, "content-type");
-        rc = response_add(r, h->name, h->name_len, h->value, h->value_len);
+        nkeep++;
+        text += h->name_len + h->value_len + 2;
     }
-    free(conn);
-    if (rc == 0 && !have_type)
-        rc = response_add(r, "Content-Type", 12, "application/json", 16);
-    return rc;
+    if (!have_type) {
+        nkeep++;
+        text += sizeof("Content-Type") + sizeof("application/json");
+    }
+    /* Bounded: the pending headers were counted and sized as collected. */
+    r->headers = malloc(nkeep * sizeof(*r->headers) + text);
+    if (r->headers == NULL) {
+        if (conn != conn_local)
+            free(conn);
+        return -1;
+    }
+    char *t = (char *)(r->headers + nkeep);
+    for (size_t i = 0; i < p->n; i++) {
+        const struct lg_http_header *h = &p->h[i];
+        if (response_keeps(h, conn, nconn))
+            response_put(r, &t, h->name, h->name_len, h->value, h->value_len);
+    }
+    if (!have_type)
+        response_put(r, &t, LG_LITERAL("Content-Type"), LG_LITERAL("application/json"));
+    if (conn != conn_local)
+        free(conn);
+    return 0;
 }
 
 static int parse_status(yajl_val v, int *status)
@@ -1515,11 +1542,7 @@ void lg_event_response_free(struct lg_event_response *r)
 {
     if (r == NULL)
         return;
-    for (size_t i = 0; i < r->nheaders; i++) {
-        free((void *)r->headers[i].name);
-        free((void *)r->headers[i].value);
-    }
-    free(r->headers);
+    free(r->headers); /* the names and values live in the same block */
     lg_buf_free(&r->body);
     response_init(r);
 }
@@ -1546,13 +1569,16 @@ static int parse_proxy(yajl_val root, yajl_val status, const struct exact *x, bo
         set_err(err, errlen, "malformed proxy response: isBase64Encoded is not a boolean");
         return -1;
     }
-    struct pending p = {NULL, 0, 0, 0};
+    struct pending p;
+    p.h = NULL;
+    p.n = p.cap = p.bytes = 0;
     int rc = collect_headers(root, &p, err, errlen);
     if (rc == 0 && finish_headers(out, &p) != 0) {
         set_err(err, errlen, "out of memory");
         rc = -1;
     }
-    free(p.h);
+    if (p.h != p.local)
+        free(p.h);
     if (rc != 0)
         return -1;
     if (body == NULL || YAJL_IS_NULL(body))
@@ -1622,9 +1648,10 @@ int lg_event_parse_response(enum lg_payload_format format, const char *payload, 
             text = exact_pass && x.top_set ? (x.top.data ? x.top.data : "") : root->u.string;
             tlen = exact_pass && x.top_set ? x.top.len : strlen(root->u.string);
         }
-        if (lg_buf_append(&out->body, text, tlen) != 0 ||
-            (out->headers = calloc(1, sizeof(*out->headers))) == NULL ||
-            response_add(out, "Content-Type", 12, "application/json", 16) != 0)
+        struct pending none;
+        none.h = NULL;
+        none.n = 0;
+        if (lg_buf_append(&out->body, text, tlen) != 0 || finish_headers(out, &none) != 0)
             set_err(err, errlen, "out of memory");
         else
             rc = 0;

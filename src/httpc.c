@@ -747,8 +747,49 @@ static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
     connect_next(c);
 }
 
+/* Bytes straight to the socket when nothing is queued (plain TCP), the
+ * rest copied into the bufferevent. */
+static int send_request_bytes(struct lg_httpc_conn *c, const char *data, size_t len)
+{
+    if (!c->tls && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        evutil_socket_t fd = bufferevent_getfd(c->bev);
+        while (len > 0) {
+            ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+            if (n <= 0) {
+                if (n < 0 && errno == EINTR)
+                    continue;
+                break; /* EAGAIN, or an error the bufferevent will report */
+            }
+            c->written_direct += (size_t)n;
+            data += n;
+            len -= (size_t)n;
+        }
+    }
+    if (len > 0 && bufferevent_write(c->bev, data, len) != 0)
+        return -1;
+    return 0;
+}
+
+static int conn_send(struct lg_httpc_conn *c, struct evbuffer *request, const char *data,
+                     size_t len, bool is_head, int64_t timeout_ms, size_t max_body,
+                     lg_httpc_done_cb done, void *arg);
+
 int lg_httpc_conn_send(struct lg_httpc_conn *c, struct evbuffer *request, bool is_head,
                        int64_t timeout_ms, size_t max_body, lg_httpc_done_cb done, void *arg)
+{
+    return conn_send(c, request, NULL, 0, is_head, timeout_ms, max_body, done, arg);
+}
+
+int lg_httpc_conn_send_bytes(struct lg_httpc_conn *c, const void *data, size_t len, bool is_head,
+                             int64_t timeout_ms, size_t max_body, lg_httpc_done_cb done, void *arg)
+{
+    return conn_send(c, NULL, data, len, is_head, timeout_ms, max_body, done, arg);
+}
+
+/* One request, given as an evbuffer (request) or as bytes (data, len). */
+static int conn_send(struct lg_httpc_conn *c, struct evbuffer *request, const char *data,
+                     size_t len, bool is_head, int64_t timeout_ms, size_t max_body,
+                     lg_httpc_done_cb done, void *arg)
 {
     if (c->state != CONN_FRESH && c->state != CONN_IDLE)
         return -1;
@@ -762,14 +803,15 @@ int lg_httpc_conn_send(struct lg_httpc_conn *c, struct evbuffer *request, bool i
     c->max_body = max_body;
     c->pending_error = LG_HTTPC_OK;
 
-    c->request_len = evbuffer_get_length(request);
+    c->request_len = request ? evbuffer_get_length(request) : len;
     c->written_direct = 0;
     struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)((timeout_ms % 1000) * 1000)};
     event_add(c->timer, &tv);
     if (fresh) {
         /* Held until connected: a failed address is retried on the next. */
         evbuffer_drain(c->pending, evbuffer_get_length(c->pending));
-        if (evbuffer_add_buffer(c->pending, request) != 0) {
+        if ((request ? evbuffer_add_buffer(c->pending, request)
+                     : evbuffer_add(c->pending, data, len)) != 0) {
             fail_soon(c, LG_HTTPC_IO, "cannot queue the request");
             return 0;
         }
@@ -799,7 +841,7 @@ int lg_httpc_conn_send(struct lg_httpc_conn *c, struct evbuffer *request, bool i
             c->dns_req = r;
         return 0;
     }
-    if (send_request(c, request) != 0) {
+    if ((request ? send_request(c, request) : send_request_bytes(c, data, len)) != 0) {
         fail_soon(c, LG_HTTPC_IO, "cannot queue the request");
         return 0;
     }

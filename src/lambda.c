@@ -87,8 +87,7 @@ struct lg_lambda_client {
     struct pool *pools;
     struct lg_sigv4_key_cache key_cache;
     uint64_t opened;
-    struct lg_buf head;   /* an Invoke request's head (reused) */
-    struct evbuffer *msg; /* the Invoke request being sent (reused) */
+    struct lg_buf head; /* an Invoke request, head and payload (reused) */
 };
 
 const char *lg_lambda_outcome_name(enum lg_lambda_outcome o)
@@ -120,11 +119,6 @@ struct lg_lambda_client *lg_lambda_client_new(struct event_base *base, struct ev
     c->dns = dns;
     c->creds = creds;
     lg_buf_init(&c->head, 0);
-    c->msg = evbuffer_new();
-    if (c->msg == NULL) {
-        free(c);
-        return NULL;
-    }
     return c;
 }
 
@@ -151,7 +145,6 @@ void lg_lambda_client_free(struct lg_lambda_client *c)
     if (c->head.data)
         OPENSSL_cleanse(c->head.data, c->head.cap);
     lg_buf_free(&c->head);
-    evbuffer_free(c->msg);
     free(c);
 }
 
@@ -524,12 +517,11 @@ static void send_on(struct lg_lambda_call *call, struct pooled_conn *pc)
     rc |= lg_buf_append(hb, LG_LITERAL("\r\nAuthorization: "));
     rc |= lg_buf_puts(hb, sig.authorization);
     rc |= lg_buf_append(hb, LG_LITERAL("\r\n\r\n"));
+    /* The payload behind the head: the message goes out in one piece. */
+    rc |= lg_buf_append(hb, call->payload, call->payload_len);
     lg_creds_unref(creds);
     OPENSSL_cleanse(&sig, sizeof(sig));
-    struct evbuffer *msg = c->msg;
-    evbuffer_drain(msg, evbuffer_get_length(msg));
-    if (rc != 0 || evbuffer_add(msg, hb->data, hb->len) != 0 ||
-        evbuffer_add(msg, call->payload, call->payload_len) != 0) {
+    if (rc != 0) {
         idle_push(call->pool, pc); /* unused: back to the pool */
         call_fail_soon(call, LG_LAMBDA_ERROR, "out of memory");
         return;
@@ -543,12 +535,19 @@ static void send_on(struct lg_lambda_call *call, struct pooled_conn *pc)
     call->state = CALL_SENT;
     /* The client's own deadline is the call's: when it fires, the answer
      * (if any) is abandoned with the connection. */
-    if (lg_httpc_conn_send(pc->conn, msg, false, left_ms, LG_LAMBDA_RESPONSE_MAX, on_answer,
-                           call) != 0) {
+    if (lg_httpc_conn_send_bytes(pc->conn, hb->data, hb->len, false, left_ms,
+                                 LG_LAMBDA_RESPONSE_MAX, on_answer, call) != 0) {
         call->pc = NULL;
         pc->call = NULL;
         pool_remove(call->pool, pc);
         call_fail_soon(call, LG_LAMBDA_ERROR, "connection not usable");
+    }
+    /* A large payload's memory is not kept for the next request (what the
+     * socket did not take was copied). */
+    if (hb->cap > 262144) {
+        OPENSSL_cleanse(hb->data, hb->len);
+        lg_buf_free(hb);
+        lg_buf_init(hb, 0);
     }
 }
 

@@ -211,7 +211,9 @@ static void respond_answer(struct lg_req *req, int status, const struct lg_http_
 {
     const struct lg_conf_cors *cors = req->route->cors;
     size_t cap = nfh + EXTRA_HEADERS;
-    struct lg_http_header *headers = calloc(cap, sizeof(*headers));
+    struct lg_http_header local[32];
+    struct lg_http_header *headers =
+        cap <= LG_ARRAY_LEN(local) ? local : calloc(cap, sizeof(*headers));
     if (headers == NULL) {
         if (take_body)
             free(body);
@@ -239,7 +241,8 @@ static void respond_answer(struct lg_req *req, int status, const struct lg_http_
         header_set(&headers[n++], "Age", age, strlen(age));
     }
     lg_req_respond(req, status, headers, n, body, len, take_body);
-    free(headers);
+    if (headers != local)
+        free(headers);
 }
 
 static void respond_function(struct lg_req *req, struct lg_event_response *r)

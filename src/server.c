@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +122,10 @@ struct worker_listener {
     struct evconnlistener *listener;
 };
 
+/* Released requests a worker keeps (with their body buffers) for the next
+ * ones: a request is 6 KB, too big for malloc's per-thread cache. */
+#define REQ_SPARES 64
+
 struct lg_worker {
     struct lg_server *server;
     size_t id;
@@ -149,8 +154,10 @@ struct lg_worker {
     size_t nconns;
     struct lg_conn *graveyard;
     int64_t inflight;
-    struct evbuffer *out; /* an answer being assembled (reused) */
-    struct lg_buf head;   /* its head text (reused) */
+    struct evbuffer *out;                  /* an answer being assembled (reused) */
+    struct lg_buf head;                    /* its head text (reused) */
+    struct lg_req *spare_reqs[REQ_SPARES]; /* released requests, kept for reuse */
+    size_t nspare_reqs;
 };
 
 /* Open connections per client address, for max_connections_per_ip: shared
@@ -318,10 +325,16 @@ static void req_free(struct lg_req *req)
     lg_auth_result_clear(&req->auth);
     if (req->matched)
         lg_router_match_clear(&req->match);
-    if (req->body)
-        evbuffer_free(req->body);
     free(req->head_block);
     lg_conf_unref(req->conf);
+    struct lg_worker *w = req->worker;
+    if (req->body && w->nspare_reqs < REQ_SPARES &&
+        evbuffer_drain(req->body, evbuffer_get_length(req->body)) == 0) {
+        w->spare_reqs[w->nspare_reqs++] = req;
+        return;
+    }
+    if (req->body)
+        evbuffer_free(req->body);
     free(req);
 }
 
@@ -453,13 +466,27 @@ static void reaper_cb(evutil_socket_t fd, short what, void *arg)
 
 static struct lg_req *req_new(struct lg_conn *c)
 {
-    struct lg_req *req = calloc(1, sizeof(*req));
-    if (req == NULL)
-        return NULL;
-    req->body = evbuffer_new();
-    if (req->body == NULL) {
-        free(req);
-        return NULL;
+    struct lg_worker *w = c->worker;
+    struct lg_req *req;
+    if (w->nspare_reqs > 0) {
+        /* Zeroed as calloc would, but for the parsed header slots, which
+         * the parser fills (head.nheaders says how many): 4 KB of the 6. */
+        req = w->spare_reqs[--w->nspare_reqs];
+        struct evbuffer *body = req->body;
+        size_t a = offsetof(struct lg_req, head.headers);
+        size_t b = a + sizeof(req->head.headers);
+        memset(req, 0, a);
+        memset((char *)req + b, 0, sizeof(*req) - b);
+        req->body = body; /* empty */
+    } else {
+        req = calloc(1, sizeof(*req));
+        if (req == NULL)
+            return NULL;
+        req->body = evbuffer_new();
+        if (req->body == NULL) {
+            free(req);
+            return NULL;
+        }
     }
     req->conn = c;
     req->worker = c->worker;
@@ -539,6 +566,34 @@ static bool conn_send(struct lg_conn *c, struct evbuffer *out)
     return false;
 }
 
+/* The same for bytes in one piece: on plain TCP with nothing queued they go
+ * straight to the socket (no evbuffer chain to allocate), and only what the
+ * socket does not take is copied into the bufferevent. */
+static bool conn_send_flat(struct lg_conn *c, const char *data, size_t len)
+{
+    if (!c->sock->tls && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        evutil_socket_t fd = bufferevent_getfd(c->bev);
+        while (len > 0) {
+            ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+            if (n <= 0) {
+                if (n < 0 && errno == EINTR)
+                    continue;
+                break; /* EAGAIN, or an error the bufferevent will report */
+            }
+            data += n;
+            len -= (size_t)n;
+        }
+        if (len == 0)
+            return true;
+    }
+    bufferevent_write(c->bev, data, len);
+    return false;
+}
+
+/* Bodies up to this size are copied behind the head and sent in one piece;
+ * larger ones are handed to the output buffer by reference. */
+#define FLAT_BODY_MAX 16384
+
 static void conn_answer_sent(struct lg_conn *c);
 
 void lg_req_respond(struct lg_req *req, int status, const struct lg_http_header *headers,
@@ -598,8 +653,10 @@ void lg_req_respond(struct lg_req *req, int status, const struct lg_http_header 
         conn_close(c);
         return;
     }
-    evbuffer_add(out, hb->data, hb->len);
-    if (!no_body && !req->is_head && body_len > 0) {
+    bool send_body = !no_body && !req->is_head && body_len > 0;
+    bool flat = !send_body || (body_len <= FLAT_BODY_MAX && lg_buf_append(hb, body, body_len) == 0);
+    if (!flat) {
+        evbuffer_add(out, hb->data, hb->len);
         if (take_body) {
             evbuffer_add_reference(out, body, body_len, free_body_cb, body);
             take_body = false;
@@ -611,13 +668,13 @@ void lg_req_respond(struct lg_req *req, int status, const struct lg_http_header 
         free(body);
 
     req->status = status;
-    req->bytes = evbuffer_get_length(out);
+    req->bytes = flat ? hb->len : evbuffer_get_length(out);
     access_log(req);
     c->req = NULL;
     req_free(req);
 
     c->phase = closing ? PHASE_CLOSING : PHASE_WRITING;
-    if (conn_send(c, out))
+    if (flat ? conn_send_flat(c, hb->data, hb->len) : conn_send(c, out))
         conn_answer_sent(c);
     /* else: the write callback calls conn_answer_sent once it is out */
 }
@@ -1241,6 +1298,11 @@ static void worker_destroy(struct lg_worker *w)
     if (w->out)
         evbuffer_free(w->out);
     lg_buf_free(&w->head);
+    while (w->nspare_reqs > 0) {
+        struct lg_req *req = w->spare_reqs[--w->nspare_reqs];
+        evbuffer_free(req->body);
+        free(req);
+    }
     if (w->dns)
         evdns_base_free(w->dns, 0);
     if (w->base)

@@ -12,7 +12,6 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "lambdagate/codec.h"
 #include "lambdagate/sigv4.h"
@@ -110,53 +109,87 @@ static bool valid_scope_part(const char *s)
     return true;
 }
 
-/* SHA-256 is fetched from the provider once, and each thread keeps one
- * digest context: OpenSSL 3's one-shot EVP_Digest(EVP_sha256()) and HMAC()
- * look the algorithm up (under a lock) on every call, which cost more than
- * the hashing of a request's few hundred bytes. */
-static EVP_MD *sha256_md;
-static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
-static pthread_key_t ctx_key;
+/* Per-thread scratch for the signer: a digest context, and buffers for the
+ * canonical request and the other texts that keep their memory from one
+ * signature to the next, so that signing a request allocates little once
+ * warm. They are freed when the thread exits.
+ *
+ * SHA-256 is fetched from the provider once: OpenSSL 3's one-shot
+ * EVP_Digest(EVP_sha256()) and HMAC() look the algorithm up (under a lock)
+ * on every call, which cost more than the hashing of a request's few
+ * hundred bytes. (EVP_DigestInit_ex2 still allocates a provider context on
+ * each init in OpenSSL 3.0, reused context or not; the low-level SHA256_*
+ * functions that would not are deprecated, and this project builds with
+ * OPENSSL_NO_DEPRECATED.) */
+struct sigv4_scratch {
+    EVP_MD_CTX *md;
+    struct lg_buf cr, sts, signed_headers, auth; /* lg_sigv4_sign */
+    struct lg_buf enc, tmp;                      /* lg_sigv4_canonical_query */
+    struct sigv4_header headers[SIGV4_HEADERS_MAX + 2];
+};
 
-static void free_thread_ctx(void *ctx)
+static EVP_MD *sha256_md;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static pthread_key_t scratch_key;
+static bool scratch_key_ok;
+
+static void scratch_free(void *arg)
 {
-    EVP_MD_CTX_free(ctx);
+    struct sigv4_scratch *x = arg;
+    EVP_MD_CTX_free(x->md);
+    lg_buf_free(&x->cr);
+    lg_buf_free(&x->sts);
+    lg_buf_free(&x->signed_headers);
+    lg_buf_free(&x->auth);
+    lg_buf_free(&x->enc);
+    lg_buf_free(&x->tmp);
+    free(x);
 }
 
-static void sha256_setup(void)
+static void scratch_setup(void)
 {
     sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-    if (pthread_key_create(&ctx_key, free_thread_ctx) != 0) {
-        EVP_MD_free(sha256_md);
-        sha256_md = NULL;
-    }
+    scratch_key_ok = sha256_md != NULL && pthread_key_create(&scratch_key, scratch_free) == 0;
 }
 
-static EVP_MD_CTX *thread_ctx(void)
+/* The calling thread's scratch, or NULL when out of memory. */
+static struct sigv4_scratch *scratch_get(void)
 {
-    pthread_once(&sha256_once, sha256_setup);
-    if (sha256_md == NULL)
+    pthread_once(&scratch_once, scratch_setup);
+    if (!scratch_key_ok)
         return NULL;
-    EVP_MD_CTX *ctx = pthread_getspecific(ctx_key);
-    if (ctx == NULL) {
-        ctx = EVP_MD_CTX_new();
-        if (ctx == NULL || pthread_setspecific(ctx_key, ctx) != 0) {
-            EVP_MD_CTX_free(ctx);
-            return NULL;
-        }
+    struct sigv4_scratch *x = pthread_getspecific(scratch_key);
+    if (x != NULL)
+        return x;
+    x = malloc(sizeof(*x));
+    if (x == NULL)
+        return NULL;
+    if ((x->md = EVP_MD_CTX_new()) == NULL) {
+        free(x);
+        return NULL;
     }
-    return ctx;
+    lg_buf_init(&x->cr, SIGV4_CANONICAL_MAX);
+    lg_buf_init(&x->sts, 512);
+    lg_buf_init(&x->signed_headers, sizeof(((struct lg_sigv4_output *)0)->authorization) - 1);
+    lg_buf_init(&x->auth, sizeof(((struct lg_sigv4_output *)0)->authorization) - 1);
+    lg_buf_init(&x->enc, SIGV4_QUERY_MAX * 3);
+    lg_buf_init(&x->tmp, SIGV4_QUERY_MAX);
+    if (pthread_setspecific(scratch_key, x) != 0) {
+        scratch_free(x);
+        return NULL;
+    }
+    return x;
 }
 
 /* SHA-256 of a followed by b (b may be NULL). */
 static int sha256_2(const void *a, size_t na, const void *b, size_t nb,
                     unsigned char out[SHA256_LEN])
 {
-    EVP_MD_CTX *ctx = thread_ctx();
+    struct sigv4_scratch *x = scratch_get();
     unsigned int len = 0;
-    if (ctx == NULL || EVP_DigestInit_ex2(ctx, sha256_md, NULL) != 1 ||
-        EVP_DigestUpdate(ctx, a, na) != 1 || (b != NULL && EVP_DigestUpdate(ctx, b, nb) != 1) ||
-        EVP_DigestFinal_ex(ctx, out, &len) != 1 || len != SHA256_LEN) {
+    if (x == NULL || EVP_DigestInit_ex2(x->md, sha256_md, NULL) != 1 ||
+        EVP_DigestUpdate(x->md, a, na) != 1 || (b != NULL && EVP_DigestUpdate(x->md, b, nb) != 1) ||
+        EVP_DigestFinal_ex(x->md, out, &len) != 1 || len != SHA256_LEN) {
         ERR_clear_error();
         return -1;
     }
@@ -339,10 +372,14 @@ int lg_sigv4_canonical_query(struct lg_buf *out, const char *query)
         return -1;
 
     size_t start = out->len;
-    struct lg_buf enc, tmp;
-    lg_buf_init(&enc, SIGV4_QUERY_MAX * 3);
-    lg_buf_init(&tmp, SIGV4_QUERY_MAX);
-    struct sigv4_param *params = calloc(count, sizeof(*params));
+    struct sigv4_scratch *x = scratch_get();
+    if (x == NULL)
+        return -1;
+    struct lg_buf *enc = &x->enc, *tmp = &x->tmp;
+    lg_buf_reset(enc);
+    /* A route's query is one or two parameters: those stay on the stack. */
+    struct sigv4_param few[8];
+    struct sigv4_param *params = count <= LG_ARRAY_LEN(few) ? few : calloc(count, sizeof(*params));
     if (params == NULL)
         goto fail;
 
@@ -354,23 +391,24 @@ int lg_sigv4_canonical_query(struct lg_buf *out, const char *query)
             goto fail;
         const char *eq = memchr(p, '=', len);
         size_t name_len = eq ? (size_t)(eq - p) : len;
-        params[k].name_off = enc.len;
-        if (reencode(&enc, &tmp, p, name_len) != 0)
+        params[k].name_off = enc->len;
+        if (reencode(enc, tmp, p, name_len) != 0)
             goto fail;
-        params[k].name_len = enc.len - params[k].name_off;
-        params[k].value_off = enc.len;
-        if (eq != NULL && reencode(&enc, &tmp, eq + 1, len - name_len - 1) != 0)
+        params[k].name_len = enc->len - params[k].name_off;
+        params[k].value_off = enc->len;
+        if (eq != NULL && reencode(enc, tmp, eq + 1, len - name_len - 1) != 0)
             goto fail;
-        params[k].value_len = enc.len - params[k].value_off;
+        params[k].value_len = enc->len - params[k].value_off;
         p = amp ? amp + 1 : end;
     }
     /* enc no longer moves: turn offsets into pointers for the comparator. */
-    const char *base = lg_buf_cstr(&enc);
+    const char *base = lg_buf_cstr(enc);
     for (size_t k = 0; k < count; k++) {
         params[k].name = base + params[k].name_off;
         params[k].value = base + params[k].value_off;
     }
-    qsort(params, count, sizeof(*params), compare_params);
+    if (count > 1)
+        qsort(params, count, sizeof(*params), compare_params);
     for (size_t k = 0; k < count; k++) {
         if ((k > 0 && lg_buf_putc(out, '&') != 0) ||
             lg_buf_append(out, params[k].name, params[k].name_len) != 0 ||
@@ -378,14 +416,12 @@ int lg_sigv4_canonical_query(struct lg_buf *out, const char *query)
             lg_buf_append(out, params[k].value, params[k].value_len) != 0)
             goto fail;
     }
-    free(params);
-    lg_buf_free(&enc);
-    lg_buf_free(&tmp);
+    if (params != few)
+        free(params);
     return 0;
 fail:
-    free(params);
-    lg_buf_free(&enc);
-    lg_buf_free(&tmp);
+    if (params != few)
+        free(params);
     buf_truncate(out, start);
     return -1;
 }
@@ -418,13 +454,12 @@ static int put_trimmed(struct lg_buf *b, const char *v)
 }
 
 /* Check the caller's headers and gather them, plus x-amz-date and the
- * session token, lowercased and sorted into *sorted (caller frees with
- * free()). Field values may not hold control characters other than tab:
+ * session token, lowercased and sorted into h (room for SIGV4_HEADERS_MAX +
+ * 2). Field values may not hold control characters other than tab:
  * they cannot be sent (RFC 9110), and signers disagree on how to trim them. */
 static int collect_headers(const struct lg_sigv4_input *in, const char *amz_date, const char *token,
-                           struct sigv4_header **sorted, size_t *count, char *err, size_t errlen)
+                           struct sigv4_header *h, size_t *count, char *err, size_t errlen)
 {
-    *sorted = NULL;
     *count = 0;
     if (in->nheaders > SIGV4_HEADERS_MAX) {
         set_err(err, errlen, "sigv4: more than %d headers to sign", SIGV4_HEADERS_MAX);
@@ -434,29 +469,24 @@ static int collect_headers(const struct lg_sigv4_input *in, const char *amz_date
         set_err(err, errlen, "sigv4: headers missing");
         return -1;
     }
-    struct sigv4_header *h = calloc(in->nheaders + 2, sizeof(*h));
-    if (h == NULL) {
-        set_err(err, errlen, "sigv4: out of memory");
-        return -1;
-    }
     size_t n = 0, hosts = 0;
     for (size_t i = 0; i < in->nheaders; i++) {
         const char *name = in->headers[i].name, *value = in->headers[i].value;
         if (name == NULL || value == NULL) {
             set_err(err, errlen, "sigv4: header %zu has no name or value", i);
-            goto fail;
+            return -1;
         }
         size_t len = strnlen(name, SIGV4_HEADER_NAME_MAX + 1);
         if (len == 0 || len > SIGV4_HEADER_NAME_MAX) {
             set_err(err, errlen, "sigv4: header %zu: name empty or longer than %d bytes", i,
                     SIGV4_HEADER_NAME_MAX);
-            goto fail;
+            return -1;
         }
         for (size_t k = 0; k < len; k++) {
             unsigned char c = (unsigned char)name[k];
             if (!is_tchar(c)) {
                 set_err(err, errlen, "sigv4: header %zu: name is not an HTTP token", i);
-                goto fail;
+                return -1;
             }
             h[n].name[k] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : (char)c;
         }
@@ -466,19 +496,19 @@ static int collect_headers(const struct lg_sigv4_input *in, const char *amz_date
             strcmp(h[n].name, "authorization") == 0) {
             set_err(err, errlen, "sigv4: header '%s' is set by the signer, do not pass it",
                     h[n].name);
-            goto fail;
+            return -1;
         }
         size_t vlen = strnlen(value, SIGV4_HEADER_VALUE_MAX + 1);
         if (vlen > SIGV4_HEADER_VALUE_MAX) {
             set_err(err, errlen, "sigv4: header '%s': value longer than %d bytes", h[n].name,
                     SIGV4_HEADER_VALUE_MAX);
-            goto fail;
+            return -1;
         }
         for (size_t k = 0; k < vlen; k++) {
             unsigned char c = (unsigned char)value[k];
             if ((c < 0x20 && c != '\t') || c == 0x7f) {
                 set_err(err, errlen, "sigv4: header '%s': control character in value", h[n].name);
-                goto fail;
+                return -1;
             }
         }
         hosts += strcmp(h[n].name, "host") == 0;
@@ -489,7 +519,7 @@ static int collect_headers(const struct lg_sigv4_input *in, const char *amz_date
     if (hosts != 1) {
         set_err(err, errlen, "sigv4: %s",
                 hosts == 0 ? "no host header" : "more than one host header");
-        goto fail;
+        return -1;
     }
     memcpy(h[n].name, "x-amz-date", sizeof("x-amz-date"));
     h[n].value = amz_date;
@@ -501,13 +531,19 @@ static int collect_headers(const struct lg_sigv4_input *in, const char *amz_date
         h[n].order = n;
         n++;
     }
-    qsort(h, n, sizeof(*h), compare_headers);
-    *sorted = h;
+    /* Insertion sort: a handful of headers, and stable, though order
+     * already breaks ties. */
+    for (size_t i = 1; i < n; i++) {
+        struct sigv4_header v = h[i];
+        size_t j = i;
+        while (j > 0 && compare_headers(&h[j - 1], &v) > 0) {
+            h[j] = h[j - 1];
+            j--;
+        }
+        h[j] = v;
+    }
     *count = n;
     return 0;
-fail:
-    free(h);
-    return -1;
 }
 
 /* The access key id, secret, token, region and service. Messages name the
@@ -731,63 +767,63 @@ int lg_sigv4_sign(const struct lg_sigv4_input *in, struct lg_sigv4_key_cache *ca
         (in->session_token != NULL && in->session_token[0] != '\0') ? in->session_token : NULL;
 
     int rc = -1;
-    struct sigv4_header *headers = NULL;
-    size_t nheaders = 0;
-    struct lg_buf cr, sts, signed_headers;
-    lg_buf_init(&cr, SIGV4_CANONICAL_MAX);
-    /* A Lambda canonical request is a few hundred bytes: one allocation. */
-    if (lg_buf_reserve(&cr, 1024) != 0) {
+    struct sigv4_scratch *x = scratch_get();
+    if (x == NULL) {
         set_err(err, errlen, "sigv4: out of memory");
         return -1;
     }
-    lg_buf_init(&sts, 512);
-    lg_buf_init(&signed_headers, sizeof(out->authorization) - 1);
+    struct sigv4_header *headers = x->headers;
+    size_t nheaders = 0;
+    struct lg_buf *cr = &x->cr, *sts = &x->sts, *signed_headers = &x->signed_headers;
+    lg_buf_reset(cr);
+    lg_buf_reset(sts);
+    lg_buf_reset(signed_headers);
     unsigned char key[SHA256_LEN], md[SHA256_LEN];
 
-    if (put_method(&cr, in->method) != 0 || lg_buf_putc(&cr, '\n') != 0) {
+    if (put_method(cr, in->method) != 0 || lg_buf_putc(cr, '\n') != 0) {
         set_err(err, errlen, "sigv4: method empty, longer than %d bytes or not a token",
                 SIGV4_METHOD_MAX);
         goto done;
     }
-    if (lg_sigv4_canonical_uri(&cr, in->path, in->s3_style) != 0 || lg_buf_putc(&cr, '\n') != 0) {
+    if (lg_sigv4_canonical_uri(cr, in->path, in->s3_style) != 0 || lg_buf_putc(cr, '\n') != 0) {
         set_err(err, errlen,
                 "sigv4: path longer than %d bytes, not starting with '/' or holding '?' or '#'",
                 SIGV4_PATH_MAX);
         goto done;
     }
-    if (lg_sigv4_canonical_query(&cr, in->query) != 0 || lg_buf_putc(&cr, '\n') != 0) {
+    if (lg_sigv4_canonical_query(cr, in->query) != 0 || lg_buf_putc(cr, '\n') != 0) {
         set_err(err, errlen,
                 "sigv4: query longer than %d bytes or %d parameters, badly percent-encoded "
                 "or with an empty parameter",
                 SIGV4_QUERY_MAX, SIGV4_QUERY_PARAMS_MAX);
         goto done;
     }
-    if (collect_headers(in, amz_date, token, &headers, &nheaders, err, errlen) != 0 ||
-        put_headers(&cr, &signed_headers, headers, nheaders, err, errlen) != 0)
+    if (collect_headers(in, amz_date, token, headers, &nheaders, err, errlen) != 0 ||
+        put_headers(cr, signed_headers, headers, nheaders, err, errlen) != 0)
         goto done;
-    if (lg_buf_putc(&cr, '\n') != 0 || lg_buf_puts(&cr, lg_buf_cstr(&signed_headers)) != 0 ||
-        lg_buf_putc(&cr, '\n') != 0 || lg_buf_puts(&cr, payload_sha) != 0) {
+    if (lg_buf_putc(cr, '\n') != 0 || lg_buf_puts(cr, lg_buf_cstr(signed_headers)) != 0 ||
+        lg_buf_putc(cr, '\n') != 0 || lg_buf_puts(cr, payload_sha) != 0) {
         set_err(err, errlen, "sigv4: canonical request longer than %d bytes", SIGV4_CANONICAL_MAX);
         goto done;
     }
 
-    if (sha256(cr.data, cr.len, md) != 0) {
+    if (sha256(cr->data, cr->len, md) != 0) {
         set_err(err, errlen, "sigv4: SHA-256 failed");
         goto done;
     }
     char cr_hash[65];
     lg_codec_hex(cr_hash, md, sizeof(md));
-    if (lg_buf_puts(&sts, SIGV4_ALGORITHM "\n") != 0 || lg_buf_append(&sts, amz_date, 16) != 0 ||
-        lg_buf_putc(&sts, '\n') != 0 || lg_buf_append(&sts, date, 8) != 0 ||
-        lg_buf_putc(&sts, '/') != 0 || lg_buf_puts(&sts, in->region) != 0 ||
-        lg_buf_putc(&sts, '/') != 0 || lg_buf_puts(&sts, in->service) != 0 ||
-        lg_buf_puts(&sts, "/aws4_request\n") != 0 || lg_buf_append(&sts, cr_hash, 64) != 0) {
+    if (lg_buf_puts(sts, SIGV4_ALGORITHM "\n") != 0 || lg_buf_append(sts, amz_date, 16) != 0 ||
+        lg_buf_putc(sts, '\n') != 0 || lg_buf_append(sts, date, 8) != 0 ||
+        lg_buf_putc(sts, '/') != 0 || lg_buf_puts(sts, in->region) != 0 ||
+        lg_buf_putc(sts, '/') != 0 || lg_buf_puts(sts, in->service) != 0 ||
+        lg_buf_puts(sts, "/aws4_request\n") != 0 || lg_buf_append(sts, cr_hash, 64) != 0) {
         set_err(err, errlen, "sigv4: out of memory");
         goto done;
     }
 
     if (signing_key(in, date, cache, key) != 0 ||
-        hmac_sha256(key, sizeof(key), sts.data, sts.len, md) != 0) {
+        hmac_sha256(key, sizeof(key), sts->data, sts->len, md) != 0) {
         set_err(err, errlen, "sigv4: HMAC-SHA256 failed");
         goto done;
     }
@@ -796,27 +832,26 @@ int lg_sigv4_sign(const struct lg_sigv4_input *in, struct lg_sigv4_key_cache *ca
 
     /* Assembled in a bounded buffer the size of the output (no printf:
      * this runs for every request). */
-    struct lg_buf auth;
-    lg_buf_init(&auth, sizeof(out->authorization) - 1);
-    bool fits = lg_buf_puts(&auth, SIGV4_ALGORITHM " Credential=") == 0 &&
-                lg_buf_puts(&auth, in->access_key_id) == 0 && lg_buf_putc(&auth, '/') == 0 &&
-                lg_buf_append(&auth, date, 8) == 0 && lg_buf_putc(&auth, '/') == 0 &&
-                lg_buf_puts(&auth, in->region) == 0 && lg_buf_putc(&auth, '/') == 0 &&
-                lg_buf_puts(&auth, in->service) == 0 &&
-                lg_buf_puts(&auth, "/aws4_request, SignedHeaders=") == 0 &&
-                lg_buf_append(&auth, signed_headers.data ? signed_headers.data : "",
-                              signed_headers.len) == 0 &&
-                lg_buf_puts(&auth, ", Signature=") == 0 && lg_buf_append(&auth, signature, 64) == 0;
+    struct lg_buf *auth = &x->auth;
+    lg_buf_reset(auth);
+    bool fits = lg_buf_puts(auth, SIGV4_ALGORITHM " Credential=") == 0 &&
+                lg_buf_puts(auth, in->access_key_id) == 0 && lg_buf_putc(auth, '/') == 0 &&
+                lg_buf_append(auth, date, 8) == 0 && lg_buf_putc(auth, '/') == 0 &&
+                lg_buf_puts(auth, in->region) == 0 && lg_buf_putc(auth, '/') == 0 &&
+                lg_buf_puts(auth, in->service) == 0 &&
+                lg_buf_puts(auth, "/aws4_request, SignedHeaders=") == 0 &&
+                lg_buf_append(auth, signed_headers->data ? signed_headers->data : "",
+                              signed_headers->len) == 0 &&
+                lg_buf_puts(auth, ", Signature=") == 0 && lg_buf_append(auth, signature, 64) == 0;
     if (fits)
-        memcpy(out->authorization, auth.data, auth.len + 1);
-    lg_buf_free(&auth);
+        memcpy(out->authorization, auth->data, auth->len + 1);
     if (!fits) {
         set_err(err, errlen, "sigv4: Authorization header longer than %zu bytes",
                 sizeof(out->authorization) - 1);
         goto done;
     }
-    if (debug != NULL && (put_debug(&debug->canonical_request, &cr) != 0 ||
-                          put_debug(&debug->string_to_sign, &sts) != 0)) {
+    if (debug != NULL && (put_debug(&debug->canonical_request, cr) != 0 ||
+                          put_debug(&debug->string_to_sign, sts) != 0)) {
         set_err(err, errlen, "sigv4: debug buffer too small");
         goto done;
     }
@@ -828,9 +863,5 @@ done:
     if (rc != 0)
         memset(out, 0, sizeof(*out));
     OPENSSL_cleanse(key, sizeof(key));
-    free(headers);
-    lg_buf_free(&cr);
-    lg_buf_free(&sts);
-    lg_buf_free(&signed_headers);
     return rc;
 }

@@ -3,6 +3,7 @@
 #define LG_BUF_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -16,10 +17,15 @@ struct lg_buf {
     size_t len;
     size_t cap;
     size_t max;
+    bool borrowed; /* data is the caller's storage (lg_buf_init_local) */
 };
 
 /* Prepare an empty buffer that may grow to max bytes (0 = SIZE_MAX / 2). */
 void lg_buf_init(struct lg_buf *b, size_t max);
+/* The same, starting in the caller's storage (size bytes, at least 1, that
+ * outlive b's use): texts that fit never allocate; a longer one moves to
+ * the heap. lg_buf_free is still needed; lg_buf_steal returns a copy. */
+void lg_buf_init_local(struct lg_buf *b, char *storage, size_t size, size_t max);
 /* Make room for extra more bytes. */
 int lg_buf_reserve(struct lg_buf *b, size_t extra) LG_WUR;
 int lg_buf_append_slow(struct lg_buf *b, const void *p, size_t n) LG_WUR;

@@ -90,8 +90,9 @@ bool lg_event_is_text_type(const char *content_type, size_t len);
 /* A function's proxy response, validated and ready to send. */
 struct lg_event_response {
     int status;
-    /* Headers to send, in order; names and values owned (malloc'd,
-     * NUL-terminated). Hop-by-hop and Content-Length dropped; Set-Cookie
+    /* Headers to send, in order: one allocation holding the array and
+     * then the names and values (NUL-terminated), freed with the
+     * response. Hop-by-hop and Content-Length dropped; Set-Cookie
      * from "cookies" included; Content-Type present (application/json when
      * the function gave none). */
     struct lg_http_header *headers;

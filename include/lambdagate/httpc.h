@@ -74,6 +74,11 @@ struct lg_httpc_conn *lg_httpc_conn_new(struct event_base *base, struct evdns_ba
 int lg_httpc_conn_send(struct lg_httpc_conn *conn, struct evbuffer *request, bool is_head,
                        int64_t timeout_ms, size_t max_body, lg_httpc_done_cb done,
                        void *arg) LG_WUR;
+/* The same with the message as len bytes at data (copied only when the
+ * socket cannot take them at once). */
+int lg_httpc_conn_send_bytes(struct lg_httpc_conn *conn, const void *data, size_t len, bool is_head,
+                             int64_t timeout_ms, size_t max_body, lg_httpc_done_cb done,
+                             void *arg) LG_WUR;
 /* True when idle and able to carry another request. */
 bool lg_httpc_conn_idle(const struct lg_httpc_conn *conn);
 /* True when the connection can carry a request now: new, or idle with its

@@ -253,6 +253,44 @@ START_TEST(test_buf_steal_after_reset)
 }
 END_TEST
 
+/* lg_buf_init_local: texts that fit stay in the caller's storage; a longer
+ * one moves to the heap with its contents; steal hands out a heap copy; a
+ * bounded local buffer still refuses past max. */
+START_TEST(test_buf_local_storage)
+{
+    char store[8];
+    struct lg_buf b;
+    lg_buf_init_local(&b, store, sizeof(store), 0);
+    ck_assert_str_eq(lg_buf_cstr(&b), "");
+    ck_assert_int_eq(lg_buf_puts(&b, "abcdefg"), 0); /* 7 + NUL: fits */
+    ck_assert_ptr_eq(b.data, store);
+    ck_assert_str_eq(store, "abcdefg");
+    ck_assert_int_eq(lg_buf_putc(&b, 'h'), 0); /* moves */
+    ck_assert_ptr_ne(b.data, store);
+    ck_assert_str_eq(b.data, "abcdefgh");
+    ck_assert_uint_eq(b.len, 8);
+    lg_buf_free(&b); /* frees the heap copy (ASan: no leak, no bad free) */
+
+    lg_buf_init_local(&b, store, sizeof(store), 0);
+    ck_assert_int_eq(lg_buf_puts(&b, "xyz"), 0);
+    size_t len = 0;
+    char *p = lg_buf_steal(&b, &len);
+    ck_assert_ptr_ne(p, store);
+    ck_assert_str_eq(p, "xyz");
+    ck_assert_uint_eq(len, 3);
+    ck_assert_ptr_null(b.data);
+    free(p);
+    lg_buf_free(&b); /* nothing left: no free of store */
+
+    lg_buf_init_local(&b, store, sizeof(store), 4);
+    ck_assert_int_eq(lg_buf_puts(&b, "abcd"), 0);
+    ck_assert_int_eq(lg_buf_putc(&b, 'e'), -1);
+    ck_assert_str_eq(b.data, "abcd");
+    ck_assert_ptr_eq(b.data, store);
+    lg_buf_free(&b);
+}
+END_TEST
+
 /* codec.h: the coders reserve their worst case (base64 decode: n / 4 * 3 +
  * 3, pct decode: n, uri encode: 3n) before writing, so a bounded buffer
  * must allow that much; with the room they succeed, without it they fail
@@ -739,6 +777,7 @@ int main(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_buf_init_empty);
+    tcase_add_test(tc, test_buf_local_storage);
     tcase_add_test(tc, test_buf_growth_and_nul);
     tcase_add_test(tc, test_buf_append_zero_and_puts);
     tcase_add_test(tc, test_buf_max_refused_unchanged);
