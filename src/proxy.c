@@ -559,8 +559,8 @@ static void throttle(struct lg_req *req)
     struct lg_redis *redis =
         conf->throttle.store == LG_STORE_REDIS ? lg_worker_redis(req->worker, conf) : NULL;
     struct lg_throttle_result res;
-    if (lg_throttle_decide(lg_worker_ratelimit(req->worker), redis, &tr, &res, on_throttled, req,
-                           &req->throttle_call) == 1)
+    if (lg_throttle_decide(lg_worker_ratelimit(req->worker), redis, lg_worker_throttle(req->worker),
+                           &tr, &res, on_throttled, req, &req->throttle_call) == 1)
         return;
     throttle_done(req, &res);
 }

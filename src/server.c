@@ -125,6 +125,8 @@ struct worker_listener {
 /* Released requests a worker keeps (with their body buffers) for the next
  * ones: a request is 6 KB, too big for malloc's per-thread cache. */
 #define REQ_SPARES 64
+/* Replaced Redis clients a worker keeps at once (see lg_worker_redis). */
+#define RETIRED_MAX 4
 
 struct lg_worker {
     struct lg_server *server;
@@ -141,6 +143,11 @@ struct lg_worker {
     struct lg_auth_worker *auth;
     struct lg_redis *redis;     /* made when a store is "redis" */
     struct lg_conf *redis_conf; /* the config whose redis settings it uses */
+    /* Clients a reload replaced, kept until their commands have answered
+     * or timed out (freeing one drops its callbacks). */
+    struct lg_redis *retired[RETIRED_MAX];
+    struct event *retire_timer;
+    struct lg_throttle_batcher *throttle; /* Redis decisions, batched per loop turn */
     struct lg_conf *conf;
     uint64_t conf_gen; /* the server's conf_gen when conf was taken */
     struct event *stop_ev;
@@ -293,6 +300,7 @@ static void conn_write_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void worker_maybe_done(struct lg_worker *w);
+static void retire_cb(evutil_socket_t fd, short what, void *arg);
 
 static void arm_ms(struct event *ev, int64_t ms)
 {
@@ -1270,6 +1278,7 @@ static void *worker_run(void *arg)
     w->redis = NULL;
     lg_conf_unref(w->redis_conf);
     w->redis_conf = NULL;
+    retire_cb(-1, 0, w);
     event_base_loop(w->base, EVLOOP_NONBLOCK);
     return NULL;
 }
@@ -1285,6 +1294,10 @@ static void worker_destroy(struct lg_worker *w)
     lg_auth_worker_free(w->auth);
     lg_redis_free(w->redis);
     lg_conf_unref(w->redis_conf);
+    retire_cb(-1, 0, w);
+    if (w->retire_timer)
+        event_free(w->retire_timer);
+    lg_throttle_batcher_free(w->throttle);
     if (w->stop_ev)
         event_free(w->stop_ev);
     if (w->stop_fd >= 0)
@@ -1336,10 +1349,12 @@ static int worker_init(struct lg_server *s, struct lg_worker *w, size_t id, char
     }
     w->lambda = lg_lambda_client_new(w->base, w->dns, s->creds);
     w->auth = lg_auth_worker_new(w->base, s->jwks);
+    w->throttle = lg_throttle_batcher_new(w->base);
+    w->retire_timer = evtimer_new(w->base, retire_cb, w);
     /* Connect to Redis now, so that the first requests find it ready. */
     if (w->conf->throttle.store == LG_STORE_REDIS || w->conf->cache.store == LG_STORE_REDIS)
         (void)lg_worker_redis(w, w->conf);
-    if (w->lambda == NULL || w->auth == NULL) {
+    if (w->lambda == NULL || w->auth == NULL || w->throttle == NULL || w->retire_timer == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -1656,6 +1671,11 @@ struct lg_auth_worker *lg_worker_auth(struct lg_worker *w)
     return w->auth;
 }
 
+struct lg_throttle_batcher *lg_worker_throttle(struct lg_worker *w)
+{
+    return w->throttle;
+}
+
 struct lg_rl_local *lg_worker_ratelimit(struct lg_worker *w)
 {
     return w->server->rl;
@@ -1682,11 +1702,38 @@ static bool same_redis(const struct lg_conf_redis *a, const struct lg_conf_redis
            a->db == b->db && a->timeout_ms == b->timeout_ms;
 }
 
+/* Free the retired Redis clients: every command they had has answered or
+ * timed out by now (or the worker is ending). */
+static void retire_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct lg_worker *w = arg;
+    for (size_t i = 0; i < RETIRED_MAX; i++) {
+        lg_redis_free(w->retired[i]);
+        w->retired[i] = NULL;
+    }
+}
+
 struct lg_redis *lg_worker_redis(struct lg_worker *w, struct lg_conf *conf)
 {
     if (w->redis && !same_redis(&w->redis_conf->redis, &conf->redis)) {
-        /* A reload changed where Redis is: a new connection. */
-        lg_redis_free(w->redis);
+        /* A reload changed where Redis is: a new connection. The old one
+         * is kept until its pending commands (and the decisions queued for
+         * it, sent now) have answered or timed out, so that each request
+         * waiting on it gets its callback. */
+        lg_throttle_batcher_flush(w->throttle);
+        size_t slot = 0;
+        while (slot < RETIRED_MAX && w->retired[slot] != NULL)
+            slot++;
+        if (slot == RETIRED_MAX) {
+            /* Reloads in quick succession: the oldest goes now. */
+            lg_redis_free(w->retired[0]);
+            memmove(w->retired, w->retired + 1, (RETIRED_MAX - 1) * sizeof(w->retired[0]));
+            slot = RETIRED_MAX - 1;
+        }
+        w->retired[slot] = w->redis;
+        int64_t ms = w->redis_conf->redis.timeout_ms * 2 + 1000;
+        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
+        evtimer_add(w->retire_timer, &tv);
         w->redis = NULL;
         lg_conf_unref(w->redis_conf);
         w->redis_conf = NULL;

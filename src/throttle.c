@@ -22,69 +22,139 @@
 #include <string.h>
 #include <time.h>
 
+#include <event2/event.h>
+
 #include "lambdagate/log.h"
 #include "lambdagate/redis.h"
 #include "lambdagate/sigv4.h"
 #include "lambdagate/throttle.h"
 
-/* A spent quota refuses first (as the local store checks it first), so
- * the answer names it and waits for the period's end.
- * KEYS: n bucket keys, then the quota key when there is a quota.
- * ARGV: n, then rate and burst per bucket, then "1" limit ttl_s for a
- * quota or "0". Returns {allowed (0/1), refused (1-based index; n+1 =
- * quota; 0 = none), tokens left per bucket as strings (Lua numbers would
- * be truncated to integers in the reply), quota count}. A bucket's key
- * expires once it would be full again (then it is equivalent to no key). */
+/* Decisions started in one turn of a worker's loop go to Redis together,
+ * as one call of this script, which Redis runs atomically. It decides them
+ * in order, each seeing what the ones before it took, as if they had come
+ * one by one; a bucket or quota counter that several of them use (the
+ * global bucket, a busy caller's) is read once and written once for the
+ * whole call, so Redis's work grows with the keys, not the requests.
+ * KEYS: each decision's bucket keys, then its quota key when it has one.
+ * ARGV: the number of decisions; then, for each, n, rate and burst per
+ * bucket, then "1" limit ttl_s for a quota or "0".
+ * Returns one array per decision: {allowed (0/1), refused (1-based index;
+ * n+1 = quota; 0 = none), tokens left per bucket in millionths (an
+ * integer: Lua numbers are truncated to integers in the reply), quota
+ * count}. A spent quota
+ * refuses first (as the local store checks it first), so the answer names
+ * it and waits for the period's end.
+ * A bucket is a string "tokens time_us" that expires once it would be full
+ * again (then it is equivalent to no key); a key of another type (an older
+ * version's hash) counts as a full bucket and is replaced. A quota counter
+ * is an integer, given its expiry when a call creates it. */
 const char lg_throttle_script[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "local n = tonumber(ARGV[1])\n"
-    "local tokens = {}\n"
-    "local refused = 0\n"
-    "for i = 1, n do\n"
-    "  local rate = tonumber(ARGV[2 * i])\n"
-    "  local burst = tonumber(ARGV[2 * i + 1])\n"
-    "  local v = redis.call('HMGET', KEYS[i], 't', 'u')\n"
-    "  local tok = tonumber(v[1])\n"
-    "  local ts = tonumber(v[2])\n"
-    "  if tok == nil or ts == nil or tok ~= tok then\n"
-    "    tok = burst\n"
-    "  elseif now > ts then\n"
-    "    tok = math.min(burst, tok + (now - ts) * rate / 1000000)\n"
+    "local buckets, border, counters, corder = {}, {}, {}, {}\n"
+    "local function bucket(key, rate, burst)\n"
+    "  local b = buckets[key]\n"
+    "  if b == nil then\n"
+    "    local tok, ts\n"
+    "    local v = redis.pcall('GET', key)\n"
+    "    if type(v) == 'string' then\n"
+    "      local sep = string.find(v, ' ', 1, true)\n"
+    "      if sep then\n"
+    "        tok = tonumber(string.sub(v, 1, sep - 1))\n"
+    "        ts = tonumber(string.sub(v, sep + 1))\n"
+    "      end\n"
+    "    end\n"
+    "    if tok == nil or ts == nil or tok ~= tok then\n"
+    "      tok = burst\n"
+    "    elseif now > ts then\n"
+    "      tok = tok + (now - ts) * rate / 1000000\n"
+    "    end\n"
+    "    if tok < 0 then tok = 0 end\n"
+    "    b = {tok = tok}\n"
+    "    buckets[key] = b\n"
+    "    border[#border + 1] = key\n"
     "  end\n"
-    "  if tok > burst then tok = burst end\n"
-    "  if tok < 0 then tok = 0 end\n"
-    "  tokens[i] = tok\n"
-    "  if tok < 1 - 1e-9 and refused == 0 then refused = i end\n"
+    "  b.rate = rate\n"
+    "  b.burst = burst\n"
+    "  return b\n"
     "end\n"
-    "local q = 2 * n + 2\n"
-    "local count = 0\n"
-    "local quota = ARGV[q] == '1'\n"
-    "if quota then\n"
-    "  count = tonumber(redis.call('GET', KEYS[n + 1]) or '0') or 0\n"
-    "  if count >= tonumber(ARGV[q + 1]) then refused = n + 1 end\n"
+
+    "local function counter(key)\n"
+    "  local c = counters[key]\n"
+    "  if c == nil then\n"
+    "    c = {n = tonumber(redis.call('GET', key) or '0') or 0, add = 0}\n"
+    "    counters[key] = c\n"
+    "    corder[#corder + 1] = key\n"
+    "  end\n"
+    "  return c\n"
     "end\n"
-    "local out = {refused == 0 and 1 or 0, refused}\n"
-    "for i = 1, n do\n"
-    "  local tok = tokens[i]\n"
-    "  if refused == 0 then\n"
-    "    tok = math.max(0, tok - 1)\n"
-    "    local rate = tonumber(ARGV[2 * i])\n"
-    "    local burst = tonumber(ARGV[2 * i + 1])\n"
-    "    local ttl = math.ceil((burst - tok) / rate * 1000) + 1000\n"
+    "local a, k = 2, 1\n"
+    "local res = {}\n"
+    "for d = 1, tonumber(ARGV[1]) do\n"
+    "  local n = tonumber(ARGV[a])\n"
+    "  local out = {1, 0}\n"
+    "  local refused = 0\n"
+    "  for i = 1, n do\n"
+    "    local burst = tonumber(ARGV[a + 2 * i])\n"
+    "    local b = bucket(KEYS[k + i - 1], tonumber(ARGV[a + 2 * i - 1]), burst)\n"
+    "    local tok = b.tok\n"
+    "    if tok > burst then tok = burst end\n"
+    "    out[i + 2] = tok\n"
+    "    if tok < 1 - 1e-9 and refused == 0 then refused = i end\n"
+    "  end\n"
+    "  local q = a + 2 * n + 1\n"
+    "  local quota = ARGV[q] == '1'\n"
+    "  local c, count = nil, 0\n"
+    "  if quota then\n"
+    "    c = counter(KEYS[k + n])\n"
+    "    count = c.n + c.add\n"
+    "    if count >= tonumber(ARGV[q + 1]) then refused = n + 1 end\n"
+    "  end\n"
+    "  if refused ~= 0 then\n"
+    "    out[1] = 0\n"
+    "    out[2] = refused\n"
+    "  end\n"
+    "  for i = 1, n do\n"
+    "    local tok = out[i + 2]\n"
+    "    if refused == 0 then\n"
+    "      tok = tok - 1\n"
+    "      if tok < 0 then tok = 0 end\n"
+    "      local b = buckets[KEYS[k + i - 1]]\n"
+    "      b.tok = tok\n"
+    "      b.dirty = true\n"
+    "    end\n"
+    "    out[i + 2] = math.floor(tok * 1000000 + 0.001)\n"
+    "  end\n"
+    "  if quota and refused == 0 then\n"
+    "    c.add = c.add + 1\n"
+    "    c.ttl = tonumber(ARGV[q + 2])\n"
+    "    count = c.n + c.add\n"
+    "  end\n"
+    "  out[#out + 1] = count\n"
+    "  res[d] = out\n"
+    "  if quota then\n"
+    "    a = q + 3\n"
+    "    k = k + n + 1\n"
+    "  else\n"
+    "    a = q + 1\n"
+    "    k = k + n\n"
+    "  end\n"
+    "end\n"
+    "for _, key in ipairs(border) do\n"
+    "  local b = buckets[key]\n"
+    "  if b.dirty then\n"
+    "    local ttl = math.ceil((b.burst - b.tok) / b.rate * 1000) + 1000\n"
     "    if ttl > 86400000 then ttl = 86400000 end\n"
-    "    redis.call('HSET', KEYS[i], 't', string.format('%.9f', tok), 'u', string.format('%d', "
-    "now))\n"
-    "    redis.call('PEXPIRE', KEYS[i], ttl)\n"
+    "    redis.call('SET', key, string.format('%.17g %.0f', b.tok, now), 'PX', ttl)\n"
     "  end\n"
-    "  out[#out + 1] = string.format('%.9f', tok)\n"
     "end\n"
-    "if quota and refused == 0 then\n"
-    "  count = redis.call('INCR', KEYS[n + 1])\n"
-    "  if count == 1 then redis.call('EXPIRE', KEYS[n + 1], tonumber(ARGV[q + 2])) end\n"
+    "for _, key in ipairs(corder) do\n"
+    "  local c = counters[key]\n"
+    "  if c.add > 0 and redis.call('INCRBY', key, c.add) == c.add then\n"
+    "    redis.call('EXPIRE', key, c.ttl)\n"
+    "  end\n"
     "end\n"
-    "out[#out + 1] = count\n"
-    "return out\n";
+    "return res\n";
 
 static struct lg_redis_script script;
 static pthread_once_t script_once = PTHREAD_ONCE_INIT;
@@ -113,12 +183,43 @@ struct plan {
     int64_t now_s;
 };
 
+/* Keys: prefix + "rl:" + bucket name, prefix + quota name. */
+#define REDIS_KEY_MAX (LG_RL_KEY_MAX + 64)
+
+struct batch;
+
 struct lg_throttle_call {
     struct lg_rl_local *local;
-    struct lg_redis_cmd *cmd;
     struct plan plan;
     lg_throttle_cb cb;
     void *arg;
+    /* The Redis keys of the buckets, then of the quota counter. */
+    char rkeys[MAX_BUCKETS + 1][REDIS_KEY_MAX];
+    size_t rkey_lens[MAX_BUCKETS + 1];
+    /* Waiting in a batcher's queue (batcher set), or sent (batch set). */
+    struct lg_throttle_batcher *batcher;
+    struct lg_throttle_call *prev, *next;
+    struct batch *batch;
+    size_t slot;
+};
+
+/* Decisions per script call: bounds the call's arguments. */
+#define BATCH_MAX 32
+
+/* One script call in flight. */
+struct batch {
+    struct lg_redis_cmd *cmd;
+    size_t n;                                  /* decisions sent */
+    size_t live;                               /* of those, not cancelled */
+    bool in_reply;                             /* its reply is being handed out */
+    struct lg_throttle_call *calls[BATCH_MAX]; /* NULL once cancelled */
+};
+
+struct lg_throttle_batcher {
+    struct event *flush;    /* active while calls are queued */
+    struct lg_redis *redis; /* of the queued calls */
+    struct lg_throttle_call *head, *tail;
+    size_t queued;
 };
 
 /* key = prefix + text + identity; an identity that would not fit (a long
@@ -251,15 +352,11 @@ static int parse_reply(const struct plan *p, const redisReply *r, struct lg_thro
     struct lg_rl_result results[MAX_BUCKETS];
     for (size_t i = 0; i < p->n; i++) {
         const redisReply *t = r->element[2 + i];
-        if (t->type != REDIS_REPLY_STRING || t->len == 0 || t->len > 40)
+        /* Millionths of a token, at most the burst's. */
+        if (t->type != REDIS_REPLY_INTEGER || t->integer < 0 ||
+            (double)t->integer > ((double)p->checks[i].rate.burst + 1) * 1e6)
             return -1;
-        char text[48];
-        memcpy(text, t->str, t->len);
-        text[t->len] = '\0';
-        char *end;
-        double tokens = strtod(text, &end);
-        if (*end != '\0' || !isfinite(tokens) || tokens < 0)
-            return -1;
+        double tokens = (double)t->integer / 1e6;
         struct lg_rl_bucket b = {tokens, 0};
         lg_rl_bucket_result(&b, &p->checks[i].rate, res->allowed, &results[i]);
     }
@@ -296,15 +393,16 @@ static void note_redis(bool failing, const char *why)
         lg_log(LG_LOG_INFO, "throttle store redis usable again");
 }
 
-static void on_redis_reply(enum lg_redis_status status, const struct redisReply *reply, void *arg)
+/* The result of one decision of a batch's reply (NULL when the command
+ * failed), falling back to the local buckets when Redis could not decide. */
+static void finish_call(struct lg_throttle_call *call, enum lg_redis_status status,
+                        const redisReply *reply, const redisReply *mine)
 {
-    struct lg_throttle_call *call = arg;
     struct lg_throttle_result res;
-    call->cmd = NULL;
     const char *why = NULL;
     if (status != LG_REDIS_OK)
         why = status == LG_REDIS_DOWN ? "down" : status == LG_REDIS_TIMEOUT ? "timeout" : "error";
-    else if (parse_reply(&call->plan, reply, &res) != 0)
+    else if (parse_reply(&call->plan, mine, &res) != 0)
         why = reply && reply->type == REDIS_REPLY_ERROR ? "error reply" : "unexpected reply";
     if (why) {
         note_redis(true, why);
@@ -320,19 +418,220 @@ static void on_redis_reply(enum lg_redis_status status, const struct redisReply 
     cb(&res, cb_arg);
 }
 
+static void on_batch_reply(enum lg_redis_status status, const struct redisReply *reply, void *arg)
+{
+    struct batch *b = arg;
+    b->cmd = NULL;
+    b->in_reply = true;
+    bool shaped = status == LG_REDIS_OK && reply != NULL && reply->type == REDIS_REPLY_ARRAY &&
+                  reply->elements == b->n;
+    /* A callback may cancel a later call of this batch (its slot empties). */
+    for (size_t i = 0; i < b->n; i++) {
+        struct lg_throttle_call *call = b->calls[i];
+        if (call == NULL)
+            continue;
+        b->calls[i] = NULL;
+        finish_call(call, status, reply, shaped ? reply->element[i] : NULL);
+    }
+    free(b);
+}
+
 static const char *redis_prefix(const struct lg_conf *conf)
 {
     return conf->redis.prefix ? conf->redis.prefix : "";
 }
 
+/* v as Lua's tonumber reads it back exactly, into out (size >= 32):
+ * integers below 2^53 in decimal digits, anything else with %.17g.
+ * Returns the length. */
+static size_t put_num(char *out, size_t size, double v)
+{
+    if (v >= 0 && v < 9007199254740992.0 && v == (double)(int64_t)v) {
+        char digits[24];
+        size_t nd = 0;
+        uint64_t u = (uint64_t)v;
+        do {
+            digits[nd++] = (char)('0' + u % 10);
+            u /= 10;
+        } while (u > 0);
+        for (size_t i = 0; i < nd; i++)
+            out[i] = digits[nd - 1 - i];
+        out[nd] = '\0';
+        return nd;
+    }
+    int n = snprintf(out, size, "%.17g", v);
+    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
+/* prefix, then mid, then n bytes of text into out (REDIS_KEY_MAX),
+ * truncated to fit. Returns the length. */
+static size_t put_key(char *out, const char *prefix, const char *mid, const char *text, size_t n)
+{
+    size_t len = 0;
+    const char *parts[3] = {prefix, mid, text};
+    size_t lens[3] = {strlen(prefix), strlen(mid), n};
+    for (size_t i = 0; i < 3; i++) {
+        size_t take = lens[i] < REDIS_KEY_MAX - 1 - len ? lens[i] : REDIS_KEY_MAX - 1 - len;
+        memcpy(out + len, parts[i], take);
+        len += take;
+    }
+    out[len] = '\0';
+    return len;
+}
+
+/* Send up to BATCH_MAX of the queued calls as one script call; a call
+ * that cannot be sent is decided locally, its cb run from here (never
+ * inside lg_throttle_decide: this runs from the flush event, or before a
+ * later decision is queued). */
+static void send_batch(struct lg_throttle_batcher *bt)
+{
+    pthread_once(&script_once, script_init);
+    struct batch *b = calloc(1, sizeof(*b));
+    while (b != NULL && bt->head != NULL && b->n < BATCH_MAX) {
+        struct lg_throttle_call *call = bt->head;
+        bt->head = call->next;
+        if (bt->head)
+            bt->head->prev = NULL;
+        else
+            bt->tail = NULL;
+        bt->queued--;
+        call->batcher = NULL;
+        call->prev = call->next = NULL;
+        call->batch = b;
+        call->slot = b->n;
+        b->calls[b->n++] = call;
+    }
+    if (b == NULL) {
+        /* No memory: the first queued call is decided locally. */
+        struct lg_throttle_call *call = bt->head;
+        bt->head = call->next;
+        if (bt->head)
+            bt->head->prev = NULL;
+        else
+            bt->tail = NULL;
+        bt->queued--;
+        call->batcher = NULL;
+        finish_call(call, LG_REDIS_ERROR, NULL, NULL);
+        return;
+    }
+    b->live = b->n;
+    /* Keys, then: count, and per decision n, rate/burst pairs, quota. */
+    enum {
+        MAX_KEYS = BATCH_MAX * (MAX_BUCKETS + 1),
+        MAX_NUMS = 1 + BATCH_MAX * (1 + 2 * MAX_BUCKETS + 3),
+    };
+    const char *argv[MAX_KEYS + MAX_NUMS];
+    size_t lens[MAX_KEYS + MAX_NUMS];
+    char nums[MAX_NUMS][32];
+    int argc = 0, nkeys = 0;
+    size_t k = 0;
+    for (size_t d = 0; d < b->n; d++) {
+        const struct lg_throttle_call *c = b->calls[d];
+        size_t nk = c->plan.n + (c->plan.quota ? 1 : 0);
+        for (size_t i = 0; i < nk; i++) {
+            argv[argc] = c->rkeys[i];
+            lens[argc++] = c->rkey_lens[i];
+            nkeys++;
+        }
+    }
+    /* Numbers without printf (this runs for every request): integers by
+     * hand, a fractional rate with %.17g. */
+#define ARG_NUM(v)                                                                                 \
+    do {                                                                                           \
+        argv[argc] = nums[k];                                                                      \
+        lens[argc++] = put_num(nums[k], sizeof(nums[k]), (v));                                     \
+        k++;                                                                                       \
+    } while (0)
+    ARG_NUM((double)b->n);
+    for (size_t d = 0; d < b->n; d++) {
+        const struct plan *p = &b->calls[d]->plan;
+        ARG_NUM((double)p->n);
+        for (size_t i = 0; i < p->n; i++) {
+            ARG_NUM(p->checks[i].rate.rate);
+            ARG_NUM((double)p->checks[i].rate.burst);
+        }
+        if (p->quota) {
+            ARG_NUM(1.0);
+            ARG_NUM((double)p->quota_limit);
+            /* The counter outlives its period by an hour: a clock a little
+             * behind still finds it. */
+            ARG_NUM((double)(p->quota_end - p->now_s + 3600));
+        } else {
+            ARG_NUM(0.0);
+        }
+    }
+#undef ARG_NUM
+    b->cmd = lg_redis_eval(bt->redis, &script, nkeys, argc, argv, lens, on_batch_reply, b);
+    if (b->cmd == NULL) {
+        /* No memory for the command: decide these locally, now. */
+        b->in_reply = true;
+        for (size_t i = 0; i < b->n; i++) {
+            struct lg_throttle_call *call = b->calls[i];
+            if (call == NULL)
+                continue;
+            b->calls[i] = NULL;
+            finish_call(call, LG_REDIS_ERROR, NULL, NULL);
+        }
+        free(b);
+    }
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct lg_throttle_batcher *bt = arg;
+    while (bt->head)
+        send_batch(bt);
+}
+
+struct lg_throttle_batcher *lg_throttle_batcher_new(struct event_base *base)
+{
+    struct lg_throttle_batcher *bt = calloc(1, sizeof(*bt));
+    if (bt == NULL)
+        return NULL;
+    bt->flush = event_new(base, -1, 0, flush_cb, bt);
+    if (bt->flush == NULL) {
+        free(bt);
+        return NULL;
+    }
+    return bt;
+}
+
+void lg_throttle_batcher_flush(struct lg_throttle_batcher *bt)
+{
+    if (bt == NULL)
+        return;
+    event_del(bt->flush);
+    while (bt->head)
+        send_batch(bt);
+}
+
+void lg_throttle_batcher_free(struct lg_throttle_batcher *bt)
+{
+    if (bt == NULL)
+        return;
+    /* Queued calls belong to requests, released before their worker. */
+    while (bt->head) {
+        struct lg_throttle_call *call = bt->head;
+        bt->head = call->next;
+        free(call);
+    }
+    event_free(bt->flush);
+    free(bt);
+}
+
 static struct lg_throttle_call *decide_redis(struct lg_rl_local *local, struct lg_redis *redis,
+                                             struct lg_throttle_batcher *bt,
                                              const struct lg_throttle_request *req,
                                              const struct plan *p, lg_throttle_cb cb, void *arg)
 {
-    pthread_once(&script_once, script_init);
-    struct lg_throttle_call *call = calloc(1, sizeof(*call));
+    /* Not calloc: the key buffers need no zeroing. */
+    struct lg_throttle_call *call = malloc(sizeof(*call));
     if (call == NULL)
         return NULL;
+    call->batcher = NULL;
+    call->prev = call->next = NULL;
+    call->batch = NULL;
+    call->slot = 0;
     call->local = local;
     call->plan = *p;
     /* The checks point at their key texts: make them point at the copy. */
@@ -341,62 +640,35 @@ static struct lg_throttle_call *decide_redis(struct lg_rl_local *local, struct l
     call->cb = cb;
     call->arg = arg;
     const char *prefix = redis_prefix(req->conf);
-    /* Keys: prefix + "rl:" + bucket name, prefix + quota name. */
-    char keys[MAX_BUCKETS + 1][LG_RL_KEY_MAX + 64];
-    char nums[2 * MAX_BUCKETS + 4][40];
-    const char *argv[MAX_BUCKETS + 1 + 2 * MAX_BUCKETS + 4];
-    size_t lens[LG_ARRAY_LEN(argv)];
-    int argc = 0, nkeys = 0;
-    for (size_t i = 0; i < p->n; i++) {
-        int n = snprintf(keys[i], sizeof(keys[i]), "%srl:%.*s", prefix, (int)p->checks[i].key_len,
-                         p->checks[i].key);
-        argv[argc] = keys[i];
-        lens[argc++] = n < 0 ? 0 : (size_t)n < sizeof(keys[i]) ? (size_t)n : sizeof(keys[i]) - 1;
-        nkeys++;
-    }
-    if (p->quota) {
-        int n = snprintf(keys[p->n], sizeof(keys[p->n]), "%s%.*s", prefix, (int)p->quota_key_len,
-                         p->quota_key);
-        argv[argc] = keys[p->n];
-        lens[argc++] = n < 0                            ? 0
-                       : (size_t)n < sizeof(keys[p->n]) ? (size_t)n
-                                                        : sizeof(keys[p->n]) - 1;
-        nkeys++;
-    }
-    size_t k = 0;
-#define ARG_NUM(fmt, v)                                                                            \
-    do {                                                                                           \
-        int m_ = snprintf(nums[k], sizeof(nums[k]), fmt, v);                                       \
-        argv[argc] = nums[k];                                                                      \
-        lens[argc++] = m_ < 0 ? 0 : (size_t)m_;                                                    \
-        k++;                                                                                       \
-    } while (0)
-    ARG_NUM("%zu", p->n);
-    for (size_t i = 0; i < p->n; i++) {
-        ARG_NUM("%.17g", p->checks[i].rate.rate);
-        ARG_NUM("%lld", (long long)p->checks[i].rate.burst);
-    }
-    if (p->quota) {
-        ARG_NUM("%s", "1");
-        ARG_NUM("%lld", (long long)p->quota_limit);
-        /* The counter outlives its period by an hour: a clock a little
-         * behind still finds it. */
-        ARG_NUM("%lld", (long long)(p->quota_end - p->now_s + 3600));
-    } else {
-        ARG_NUM("%s", "0");
-    }
-#undef ARG_NUM
-    call->cmd = lg_redis_eval(redis, &script, nkeys, argc, argv, lens, on_redis_reply, call);
-    if (call->cmd == NULL) {
-        free(call);
-        return NULL;
+    for (size_t i = 0; i < p->n; i++)
+        call->rkey_lens[i] =
+            put_key(call->rkeys[i], prefix, "rl:", p->checks[i].key, p->checks[i].key_len);
+    if (p->quota)
+        call->rkey_lens[p->n] =
+            put_key(call->rkeys[p->n], prefix, "", p->quota_key, p->quota_key_len);
+    if (bt->queued > 0 && bt->redis != redis)
+        lg_throttle_batcher_flush(bt); /* another connection: those go first */
+    bt->redis = redis;
+    call->batcher = bt;
+    call->prev = bt->tail;
+    if (bt->tail)
+        bt->tail->next = call;
+    else
+        bt->head = call;
+    bt->tail = call;
+    if (bt->queued++ == 0)
+        event_active(bt->flush, EV_TIMEOUT, 1);
+    if (bt->queued >= BATCH_MAX) {
+        event_del(bt->flush);
+        send_batch(bt);
     }
     return call;
 }
 
 int lg_throttle_decide(struct lg_rl_local *local, struct lg_redis *redis,
-                       const struct lg_throttle_request *req, struct lg_throttle_result *res,
-                       lg_throttle_cb cb, void *arg, struct lg_throttle_call **call)
+                       struct lg_throttle_batcher *batcher, const struct lg_throttle_request *req,
+                       struct lg_throttle_result *res, lg_throttle_cb cb, void *arg,
+                       struct lg_throttle_call **call)
 {
     struct plan p;
     make_plan(req, &p);
@@ -407,7 +679,7 @@ int lg_throttle_decide(struct lg_rl_local *local, struct lg_redis *redis,
         return 0;
     }
     if (redis) {
-        *call = decide_redis(local, redis, req, &p, cb, arg);
+        *call = batcher ? decide_redis(local, redis, batcher, req, &p, cb, arg) : NULL;
         if (*call)
             return 1;
         lg_metrics_redis_fallback();
@@ -421,7 +693,28 @@ void lg_throttle_cancel(struct lg_throttle_call *call)
 {
     if (call == NULL)
         return;
-    lg_redis_cancel(call->cmd);
+    struct lg_throttle_batcher *bt = call->batcher;
+    if (bt != NULL) {
+        /* Still queued: out of the queue. */
+        if (call->prev)
+            call->prev->next = call->next;
+        else
+            bt->head = call->next;
+        if (call->next)
+            call->next->prev = call->prev;
+        else
+            bt->tail = call->prev;
+        if (--bt->queued == 0)
+            event_del(bt->flush);
+    } else if (call->batch != NULL) {
+        struct batch *b = call->batch;
+        b->calls[call->slot] = NULL;
+        if (--b->live == 0 && !b->in_reply) {
+            /* Nobody waits for this answer any more. */
+            lg_redis_cancel(b->cmd);
+            free(b);
+        }
+    }
     free(call);
 }
 

@@ -92,6 +92,8 @@ struct lg_lambda_client *lg_worker_lambda(struct lg_worker *w);
 struct lg_auth_worker *lg_worker_auth(struct lg_worker *w);
 /* The instance's local buckets (shared by the workers). */
 struct lg_rl_local *lg_worker_ratelimit(struct lg_worker *w);
+/* The worker's batcher of Redis throttle decisions. */
+struct lg_throttle_batcher *lg_worker_throttle(struct lg_worker *w);
 /* The instance's memory cache (shared by the workers). */
 struct lg_cache_mem *lg_worker_cache(struct lg_worker *w);
 struct event_base *lg_worker_base(struct lg_worker *w);

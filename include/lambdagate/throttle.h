@@ -12,6 +12,7 @@
 #include "lambdagate/metrics.h"
 #include "lambdagate/ratelimit.h"
 
+struct event_base;
 struct lg_redis;
 
 /* Entries the local store of an instance holds (buckets and quota
@@ -42,16 +43,28 @@ struct lg_throttle_result {
 typedef void (*lg_throttle_cb)(const struct lg_throttle_result *res, void *arg);
 struct lg_throttle_call;
 
+/* Decisions sent to one worker's Redis client together: those started in
+ * one turn of the worker's event loop go out as one script call (at most
+ * 32 to a call), which saves Redis a command and a script run per request.
+ * One per worker, on its loop. */
+struct lg_throttle_batcher;
+struct lg_throttle_batcher *lg_throttle_batcher_new(struct event_base *base);
+/* Send the queued decisions now (before their Redis client is replaced). */
+void lg_throttle_batcher_flush(struct lg_throttle_batcher *b);
+/* Free; queued decisions must have been cancelled. Accepts NULL. */
+void lg_throttle_batcher_free(struct lg_throttle_batcher *b);
+
 /* Decide req with the instance's local store, or with Redis when redis
- * is not NULL (throttle.store "redis"; the worker's client). Local: the
- * result is final at once: returns 0 with *res filled and *call NULL.
- * Redis: returns 1 with *call set, and cb(res, arg) runs later on the
+ * is not NULL (throttle.store "redis"; the worker's client and batcher).
+ * Local: the result is final at once: returns 0 with *res filled and *call
+ * NULL. Redis: returns 1 with *call set, and cb(res, arg) runs later on the
  * worker's loop, within redis.timeout_ms (a Redis that is down, slow or
  * answers nonsense is replaced by the local buckets: fail open). A refused
  * request takes nothing from any bucket or quota. */
 int lg_throttle_decide(struct lg_rl_local *local, struct lg_redis *redis,
-                       const struct lg_throttle_request *req, struct lg_throttle_result *res,
-                       lg_throttle_cb cb, void *arg, struct lg_throttle_call **call);
+                       struct lg_throttle_batcher *batcher, const struct lg_throttle_request *req,
+                       struct lg_throttle_result *res, lg_throttle_cb cb, void *arg,
+                       struct lg_throttle_call **call);
 /* Forget a pending decision (its cb will not run). Accepts NULL. */
 void lg_throttle_cancel(struct lg_throttle_call *call);
 

@@ -736,6 +736,58 @@ def test_redis_two_instances_share_a_bucket_exactly(emu, gateways, redis_server)
     ca.close()
 
 
+def test_redis_concurrent_requests_on_one_bucket_are_exact(emu, gateways, redis_server):
+    """Decisions that arrive together are sent to Redis together (one script
+    call per loop turn); each must see the ones before it: 30 requests at
+    once on a bucket of 10 (one caller, one worker) let exactly 10 through,
+    with RateLimit-Remaining 9..0 each given once."""
+    prefix = new_prefix()
+    config = redis_config(emu, redis_server.port, prefix,
+                          default={"rate": NO_REFILL, "burst": 10})
+    gw = gateways.start(config)
+    rc = redis_server.client()
+    wait_redis_used(gw, rc)
+
+    def script_calls():
+        stats = rc.info("commandstats")
+        return sum(stats.get(k, {}).get("calls", 0) for k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+    calls_before = script_calls()
+    n = 30
+    barrier = threading.Barrier(n)
+    results = [None] * n
+
+    def run(i):
+        c = Client(gw)
+        try:
+            c.conn.connect()
+            barrier.wait(10)
+            results[i] = c.get("/hello")
+        except Exception as e:  # noqa: BLE001 - reported below
+            results[i] = repr(e)
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(not isinstance(r, str) for r in results), results
+    got = statuses(results)
+    assert sorted(got) == [200] * 10 + [429] * 20, got
+    remaining = sorted(int(rl(r)[1]) for r in results if r.status == 200)
+    assert remaining == list(range(10)), remaining
+    for r in results:
+        if r.status == 429:
+            assert_429(r, retry_after=1000)
+    assert "falling back" not in gw.log_text() and "unusable" not in gw.log_text(), \
+        gw.log_text()[-2000:]
+    calls = script_calls() - calls_before
+    print(f"script calls for {n} requests: {calls}")
+    assert 1 <= calls < n, f"{calls} script calls for {n} requests at once: no batching"
+
+
 def test_redis_killed_fails_open_then_restarted_shares_again(emu, gateways, redis_server):
     prefix = new_prefix()
     config = redis_config(emu, redis_server.port, prefix,
@@ -876,6 +928,46 @@ def test_redis_quota_shared_across_instances(emu, gateways, redis_server, tmp_pa
     assert keys and all(k.startswith(prefix) for k in keys), keys
     for k in keys:  # a quota counter lives at least until its period ends
         assert rc.ttl(k) >= seconds_until(next_midnight()) - 2, (k, rc.ttl(k))
+
+
+def test_reload_to_another_redis_keeps_waiting_requests(emu, gateways, redis_server,
+                                                        blackhole):
+    """A reload that moves Redis: a request already waiting on the old
+    connection (a Redis that never answers) still gets its answer when that
+    command times out (fail open), and later requests use the new Redis."""
+    prefix = new_prefix()
+    config = redis_config(emu, blackhole.port, prefix, timeout_ms=1500,
+                          default={"rate": NO_REFILL, "burst": 5})
+    gw = gateways.start(config)
+    pending = {}
+
+    def run():
+        t0 = time.monotonic()
+        try:
+            pending["r"] = one(gw, "/hello", "127.0.8.1")
+        except Exception as e:  # noqa: BLE001 - reported below
+            pending["r"] = repr(e)
+        pending["s"] = time.monotonic() - t0
+
+    th = threading.Thread(target=run)
+    th.start()
+    assert poll(lambda: blackhole.accepted > 0, timeout=5, interval=0.05)
+    time.sleep(0.3)  # the request's decision is now waiting on the blackhole
+    moved = dict(gw.config, redis=dict(gw.config["redis"], port=redis_server.port,
+                                       timeout_ms=100))
+    write_json(gw.config_path, moved)
+    gw.send_signal(signal.SIGHUP)
+    assert gw.wait_for_log("configuration reloaded"), gw.log_text()[-2000:]
+    # this request makes the worker switch to the new Redis
+    rc = redis_server.client()
+    wait_redis_used(gw, rc)
+    th.join(10)
+    assert not th.is_alive(), "the request waiting on the old Redis never got an answer"
+    r = pending["r"]
+    assert not isinstance(r, str), r
+    assert r.status == 200, r
+    assert pending["s"] < 1.5 + 1.0, pending["s"]
+    assert any(k.startswith(prefix) for k in rc.keys("*"))
 
 
 def test_redis_password_and_db(emu, gateways):

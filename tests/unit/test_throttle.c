@@ -55,7 +55,7 @@ static struct lg_throttle_result decide(struct lg_rl_local *local, const struct 
     struct lg_throttle_request req = {c, route(c, path), identity, key, T0};
     struct lg_throttle_result res;
     struct lg_throttle_call *call = NULL;
-    ck_assert_int_eq(lg_throttle_decide(local, NULL, &req, &res, NULL, NULL, &call), 0);
+    ck_assert_int_eq(lg_throttle_decide(local, NULL, NULL, &req, &res, NULL, NULL, &call), 0);
     ck_assert_ptr_null(call);
     ck_assert(!res.fell_back);
     return res;
