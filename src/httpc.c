@@ -206,6 +206,9 @@ struct lg_httpc_conn {
     SSL_CTX *ssl_ctx;
 
     struct bufferevent *bev;
+    /* Plain TCP once connected: answers are read with this event rather
+     * than by the bufferevent (see raw_read_cb); NULL otherwise. */
+    struct event *rev;
     struct event *timer; /* request deadline, idle limit, or immediate failure */
     enum conn_state state;
     bool connected;
@@ -297,6 +300,8 @@ static void release_soon(struct lg_httpc_conn *c)
 static void conn_release(evutil_socket_t fd, short what, void *arg)
 {
     struct lg_httpc_conn *c = arg;
+    if (c->rev)
+        event_free(c->rev);
     if (c->bev)
         bufferevent_free(c->bev);
     if (c->timer)
@@ -324,6 +329,8 @@ void lg_httpc_conn_free(struct lg_httpc_conn *c)
         bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
         bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     }
+    if (c->rev)
+        event_del(c->rev);
     if (c->timer)
         event_del(c->timer);
     if (c->resolving) {
@@ -398,6 +405,8 @@ static void conn_break(struct lg_httpc_conn *c, bool notify)
         bufferevent_disable(c->bev, EV_READ | EV_WRITE);
         bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
     }
+    if (c->rev)
+        event_del(c->rev);
     event_del(c->timer);
     if (notify && c->closed)
         c->closed(c, c->closed_arg);
@@ -470,11 +479,68 @@ static void describe_tls_failure(struct lg_httpc_conn *c, char *out, size_t outl
     out[0] = '\0';
 }
 
+/* Bytes per read, as libevent's own reads. */
+#define RAW_READ_MAX 4096
+
+/* Read what the server sent into the bufferevent's input, as the
+ * bufferevent would, but without asking the kernel first how much is
+ * waiting (libevent's evbuffer_read makes an ioctl(FIONREAD) before each
+ * read: a system call per answer). Then the usual callbacks. */
+static void raw_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct lg_httpc_conn *c = arg;
+    if (c->bev == NULL || c->state == CONN_FREEING || c->state == CONN_BROKEN)
+        return;
+    /* The bufferevent keeps its input's end frozen but while it reads
+     * itself: so do we. */
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    evbuffer_unfreeze(in, 0);
+    struct evbuffer_iovec v;
+    ssize_t n = -1;
+    int read_errno = ENOMEM;
+    if (evbuffer_reserve_space(in, RAW_READ_MAX, &v, 1) == 1) {
+        do
+            n = recv(fd, v.iov_base, v.iov_len < RAW_READ_MAX ? v.iov_len : RAW_READ_MAX, 0);
+        while (n < 0 && errno == EINTR);
+        read_errno = n < 0 ? errno : 0;
+        if (n > 0) {
+            v.iov_len = (size_t)n;
+            if (evbuffer_commit_space(in, &v, 1) != 0) {
+                n = -1;
+                read_errno = ENOMEM;
+            }
+        }
+    }
+    evbuffer_freeze(in, 0);
+    if (n > 0) {
+        conn_read_cb(c->bev, c);
+    } else if (n == 0) {
+        conn_event_cb(c->bev, BEV_EVENT_READING | BEV_EVENT_EOF, c);
+    } else if (read_errno != EAGAIN && read_errno != EWOULDBLOCK) {
+        errno = read_errno; /* for the error text */
+        conn_event_cb(c->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, c);
+    }
+}
+
+/* Connected on plain TCP: reading moves from the bufferevent to rev
+ * (left with the bufferevent if there is no memory for the event). */
+static void raw_read_start(struct lg_httpc_conn *c)
+{
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    c->rev = event_new(c->base, fd, EV_READ | EV_PERSIST, raw_read_cb, c);
+    if (c->rev == NULL)
+        return;
+    bufferevent_disable(c->bev, EV_READ);
+    event_add(c->rev, NULL);
+}
+
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct lg_httpc_conn *c = arg;
     if (what & BEV_EVENT_CONNECTED) {
         c->connected = true;
+        if (!c->tls)
+            raw_read_start(c);
         if (c->state == CONN_BUSY && send_request(c, c->pending) != 0)
             conn_finish(c, LG_HTTPC_IO, "cannot queue the request", false);
         return;
@@ -677,6 +743,10 @@ static void connect_next(struct lg_httpc_conn *c)
     while (c->next_addr) {
         struct evutil_addrinfo *ai = c->next_addr;
         c->next_addr = ai->ai_next;
+        if (c->rev) {
+            event_free(c->rev); /* only made once connected: not running now */
+            c->rev = NULL;
+        }
         if (c->bev) {
             bufferevent_free(c->bev); /* safe inside its callbacks: refcounted */
             c->bev = NULL;

@@ -109,6 +109,10 @@ struct lg_conn {
     bool closed;      /* released; waiting in the graveyard */
     bool linger;      /* close through PHASE_LINGER (an error answer) */
     bool read_paused; /* input past its bound while a request is processed */
+    /* Plain TCP: the connection reads with its own event (see conn_reading);
+     * NULL with TLS, where the bufferevent reads. */
+    struct event *rev;
+    bool read_again; /* rev made active for bytes already buffered */
     size_t lingered;
     struct lg_conn *grave_next;
     uint8_t ip_key[16]; /* the client's address as IPv6 (IPv4 mapped) */
@@ -444,6 +448,8 @@ static void conn_close(struct lg_conn *c)
         ipc_release(w->server, c->ip_key);
     bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    if (c->rev)
+        event_del(c->rev);
     event_del(c->timer);
     if (c->prev)
         c->prev->next = c->next;
@@ -465,6 +471,8 @@ static void reaper_cb(evutil_socket_t fd, short what, void *arg)
     w->graveyard = NULL;
     while (c) {
         struct lg_conn *next = c->grave_next;
+        if (c->rev)
+            event_free(c->rev);
         bufferevent_free(c->bev);
         event_free(c->timer);
         free(c);
@@ -860,6 +868,81 @@ static void conn_read_head(struct lg_conn *c)
     conn_read_body(c);
 }
 
+/* Reading on or off. A plain TCP connection reads with its own event
+ * (conn_raw_read_cb) rather than through the bufferevent: libevent's
+ * evbuffer_read asks the kernel how much is waiting (ioctl FIONREAD)
+ * before every read, a system call per request that a fixed-size read
+ * does not need. Writing stays with the bufferevent. */
+static void conn_reading(struct lg_conn *c, bool on)
+{
+    if (c->rev != NULL) {
+        if (on)
+            event_add(c->rev, NULL);
+        else
+            event_del(c->rev);
+    } else if (on) {
+        bufferevent_enable(c->bev, EV_READ);
+    } else {
+        bufferevent_disable(c->bev, EV_READ);
+    }
+}
+
+/* Run the read callback soon (never from here) for bytes already in the
+ * input buffer: a pipelined request. */
+static void conn_read_again(struct lg_conn *c)
+{
+    if (c->rev != NULL) {
+        c->read_again = true;
+        event_active(c->rev, EV_READ, 1);
+    } else {
+        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+    }
+}
+
+/* Bytes per read, as libevent's own reads. */
+#define RAW_READ_MAX 4096
+
+static void conn_raw_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct lg_conn *c = arg;
+    if (c->read_again) {
+        c->read_again = false;
+        conn_read_cb(c->bev, c);
+        return; /* more bytes on the socket: the event fires again */
+    }
+    /* The bufferevent keeps its input's end frozen but while it reads
+     * itself: so do we. */
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    evbuffer_unfreeze(in, 0);
+    struct evbuffer_iovec v;
+    ssize_t n = -1;
+    int read_errno = 0;
+    int reserved = evbuffer_reserve_space(in, RAW_READ_MAX, &v, 1);
+    if (reserved == 1) {
+        do
+            n = recv(fd, v.iov_base, v.iov_len < RAW_READ_MAX ? v.iov_len : RAW_READ_MAX, 0);
+        while (n < 0 && errno == EINTR);
+        read_errno = n < 0 ? errno : 0;
+        if (n > 0) {
+            v.iov_len = (size_t)n;
+            if (evbuffer_commit_space(in, &v, 1) != 0)
+                reserved = -1;
+        }
+    }
+    evbuffer_freeze(in, 0);
+    if (reserved != 1) {
+        conn_close(c); /* no memory */
+        return;
+    }
+    if (n > 0) {
+        conn_read_cb(c->bev, c);
+    } else if (n == 0) {
+        conn_event_cb(c->bev, BEV_EVENT_READING | BEV_EVENT_EOF, c);
+    } else if (read_errno != EAGAIN && read_errno != EWOULDBLOCK) {
+        conn_event_cb(c->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, c);
+    }
+}
+
 static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
     struct lg_conn *c = arg;
@@ -881,7 +964,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         /* Pipelined bytes wait in the buffer, up to a bound. */
         if (evbuffer_get_length(in) >
             (size_t)c->worker->conf->limits.max_header_bytes + PIPELINE_SLACK) {
-            bufferevent_disable(bev, EV_READ);
+            conn_reading(c, false);
             c->read_paused = true;
         }
         break;
@@ -917,7 +1000,7 @@ static void conn_linger(struct lg_conn *c)
     evbuffer_drain(bufferevent_get_input(c->bev),
                    evbuffer_get_length(bufferevent_get_input(c->bev)));
     if (c->read_paused) {
-        bufferevent_enable(c->bev, EV_READ);
+        conn_reading(c, true);
         c->read_paused = false;
     }
     arm_ms(c->timer, LINGER_MS);
@@ -945,14 +1028,14 @@ static void conn_answer_sent(struct lg_conn *c)
     }
     const struct lg_conf *conf = c->worker->conf;
     if (c->read_paused) {
-        bufferevent_enable(c->bev, EV_READ);
+        conn_reading(c, true);
         c->read_paused = false;
     }
     c->scanned = 0;
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
         c->phase = PHASE_HEAD;
         arm_ms(c->timer, conf->limits.header_timeout_ms);
-        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+        conn_read_again(c);
     } else {
         c->phase = PHASE_IDLE;
         arm_ms(c->timer, conf->limits.idle_timeout_ms);
@@ -1089,15 +1172,18 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struc
             bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
     } else {
         c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, conn_raw_read_cb, c);
     }
     c->timer = evtimer_new(w->base, conn_timer_cb, c);
-    if (c->bev == NULL || c->timer == NULL) {
+    if (c->bev == NULL || c->timer == NULL || (!sock->tls && c->rev == NULL)) {
         if (c->bev)
             bufferevent_free(c->bev);
         else
             evutil_closesocket(fd);
         if (c->timer)
             event_free(c->timer);
+        if (c->rev)
+            event_free(c->rev);
         free(c);
         ipc_release(w->server, ip_key);
         atomic_fetch_sub(&w->server->nconns, 1);
@@ -1117,7 +1203,8 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struc
                                (suseconds_t)((w->conf->limits.idle_timeout_ms % 1000) * 1000)};
     /* A client that stops reading our answer is dropped after this long. */
     bufferevent_set_timeouts(c->bev, NULL, &write_to);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_enable(c->bev, c->rev ? EV_WRITE : EV_READ | EV_WRITE);
+    conn_reading(c, true);
 }
 
 static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
