@@ -196,8 +196,11 @@ struct lg_throttle_call {
     /* The Redis keys of the buckets, then of the quota counter. */
     char rkeys[MAX_BUCKETS + 1][REDIS_KEY_MAX];
     size_t rkey_lens[MAX_BUCKETS + 1];
-    /* Waiting in a batcher's queue (batcher set), or sent (batch set). */
+    /* Waiting in a batcher's queue or, when it could not be sent (no
+     * memory), in its failed list (batcher set, failed says which); or sent
+     * (batch set). */
     struct lg_throttle_batcher *batcher;
+    bool failed;
     struct lg_throttle_call *prev, *next;
     struct batch *batch;
     size_t slot;
@@ -216,10 +219,13 @@ struct batch {
 };
 
 struct lg_throttle_batcher {
-    struct event *flush;    /* active while calls are queued */
+    struct event *flush;    /* active while calls are queued or failed */
     struct lg_redis *redis; /* of the queued calls */
     struct lg_throttle_call *head, *tail;
     size_t queued;
+    /* Calls that could not be sent, decided locally from the flush event
+     * (never inside lg_throttle_decide or lg_throttle_batcher_flush). */
+    struct lg_throttle_call *failed;
 };
 
 /* key = prefix + text + identity; an identity that would not fit (a long
@@ -479,40 +485,51 @@ static size_t put_key(char *out, const char *prefix, const char *mid, const char
     return len;
 }
 
-/* Send up to BATCH_MAX of the queued calls as one script call; a call
- * that cannot be sent is decided locally, its cb run from here (never
- * inside lg_throttle_decide: this runs from the flush event, or before a
- * later decision is queued). */
+/* The first queued call, out of the queue. */
+static struct lg_throttle_call *queue_pop(struct lg_throttle_batcher *bt)
+{
+    struct lg_throttle_call *call = bt->head;
+    bt->head = call->next;
+    if (bt->head)
+        bt->head->prev = NULL;
+    else
+        bt->tail = NULL;
+    bt->queued--;
+    call->batcher = NULL;
+    call->prev = call->next = NULL;
+    return call;
+}
+
+/* A call that could not be sent: decided locally from the flush event. */
+static void fail_later(struct lg_throttle_batcher *bt, struct lg_throttle_call *call)
+{
+    call->batcher = bt;
+    call->batch = NULL;
+    call->failed = true;
+    call->prev = NULL;
+    call->next = bt->failed;
+    if (bt->failed)
+        bt->failed->prev = call;
+    bt->failed = call;
+    event_active(bt->flush, EV_TIMEOUT, 1);
+}
+
+/* Send up to BATCH_MAX of the queued calls as one script call. Calls that
+ * cannot be sent (no memory) go to the failed list: no callback runs
+ * from here. */
 static void send_batch(struct lg_throttle_batcher *bt)
 {
     pthread_once(&script_once, script_init);
     struct batch *b = calloc(1, sizeof(*b));
-    while (b != NULL && bt->head != NULL && b->n < BATCH_MAX) {
-        struct lg_throttle_call *call = bt->head;
-        bt->head = call->next;
-        if (bt->head)
-            bt->head->prev = NULL;
-        else
-            bt->tail = NULL;
-        bt->queued--;
-        call->batcher = NULL;
-        call->prev = call->next = NULL;
+    if (b == NULL) {
+        fail_later(bt, queue_pop(bt));
+        return;
+    }
+    while (bt->head != NULL && b->n < BATCH_MAX) {
+        struct lg_throttle_call *call = queue_pop(bt);
         call->batch = b;
         call->slot = b->n;
         b->calls[b->n++] = call;
-    }
-    if (b == NULL) {
-        /* No memory: the first queued call is decided locally. */
-        struct lg_throttle_call *call = bt->head;
-        bt->head = call->next;
-        if (bt->head)
-            bt->head->prev = NULL;
-        else
-            bt->tail = NULL;
-        bt->queued--;
-        call->batcher = NULL;
-        finish_call(call, LG_REDIS_ERROR, NULL, NULL);
-        return;
     }
     b->live = b->n;
     /* Keys, then: count, and per decision n, rate/burst pairs, quota. */
@@ -563,15 +580,9 @@ static void send_batch(struct lg_throttle_batcher *bt)
 #undef ARG_NUM
     b->cmd = lg_redis_eval(bt->redis, &script, nkeys, argc, argv, lens, on_batch_reply, b);
     if (b->cmd == NULL) {
-        /* No memory for the command: decide these locally, now. */
-        b->in_reply = true;
-        for (size_t i = 0; i < b->n; i++) {
-            struct lg_throttle_call *call = b->calls[i];
-            if (call == NULL)
-                continue;
-            b->calls[i] = NULL;
-            finish_call(call, LG_REDIS_ERROR, NULL, NULL);
-        }
+        /* No memory for the command. */
+        for (size_t i = 0; i < b->n; i++)
+            fail_later(bt, b->calls[i]);
         free(b);
     }
 }
@@ -579,6 +590,16 @@ static void send_batch(struct lg_throttle_batcher *bt)
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct lg_throttle_batcher *bt = arg;
+    /* A callback may cancel another failed call (it leaves the list). */
+    while (bt->failed) {
+        struct lg_throttle_call *call = bt->failed;
+        bt->failed = call->next;
+        if (bt->failed)
+            bt->failed->prev = NULL;
+        call->batcher = NULL;
+        call->failed = false;
+        finish_call(call, LG_REDIS_ERROR, NULL, NULL);
+    }
     while (bt->head)
         send_batch(bt);
 }
@@ -600,9 +621,10 @@ void lg_throttle_batcher_flush(struct lg_throttle_batcher *bt)
 {
     if (bt == NULL)
         return;
-    event_del(bt->flush);
     while (bt->head)
         send_batch(bt);
+    if (bt->failed == NULL)
+        event_del(bt->flush);
 }
 
 void lg_throttle_batcher_free(struct lg_throttle_batcher *bt)
@@ -610,9 +632,11 @@ void lg_throttle_batcher_free(struct lg_throttle_batcher *bt)
     if (bt == NULL)
         return;
     /* Queued calls belong to requests, released before their worker. */
-    while (bt->head) {
-        struct lg_throttle_call *call = bt->head;
-        bt->head = call->next;
+    while (bt->head)
+        free(queue_pop(bt));
+    while (bt->failed) {
+        struct lg_throttle_call *call = bt->failed;
+        bt->failed = call->next;
         free(call);
     }
     event_free(bt->flush);
@@ -629,6 +653,7 @@ static struct lg_throttle_call *decide_redis(struct lg_rl_local *local, struct l
     if (call == NULL)
         return NULL;
     call->batcher = NULL;
+    call->failed = false;
     call->prev = call->next = NULL;
     call->batch = NULL;
     call->slot = 0;
@@ -656,12 +681,10 @@ static struct lg_throttle_call *decide_redis(struct lg_rl_local *local, struct l
     else
         bt->head = call;
     bt->tail = call;
+    /* Sent from the flush event, after the loop's other ready events (the
+     * rest of the batch), 32 to a script call. */
     if (bt->queued++ == 0)
         event_active(bt->flush, EV_TIMEOUT, 1);
-    if (bt->queued >= BATCH_MAX) {
-        event_del(bt->flush);
-        send_batch(bt);
-    }
     return call;
 }
 
@@ -694,7 +717,15 @@ void lg_throttle_cancel(struct lg_throttle_call *call)
     if (call == NULL)
         return;
     struct lg_throttle_batcher *bt = call->batcher;
-    if (bt != NULL) {
+    if (bt != NULL && call->failed) {
+        /* Waiting to be decided locally: out of the failed list. */
+        if (call->prev)
+            call->prev->next = call->next;
+        else
+            bt->failed = call->next;
+        if (call->next)
+            call->next->prev = call->prev;
+    } else if (bt != NULL) {
         /* Still queued: out of the queue. */
         if (call->prev)
             call->prev->next = call->next;
@@ -704,7 +735,7 @@ void lg_throttle_cancel(struct lg_throttle_call *call)
             call->next->prev = call->prev;
         else
             bt->tail = call->prev;
-        if (--bt->queued == 0)
+        if (--bt->queued == 0 && bt->failed == NULL)
             event_del(bt->flush);
     } else if (call->batch != NULL) {
         struct batch *b = call->batch;
