@@ -127,6 +127,24 @@ int lg_codec_base64url_decode(struct lg_buf *out, const char *in, size_t n)
     return b64_decode_symbols(out, in, n, true);
 }
 
+size_t lg_codec_i64(char *out, int64_t v)
+{
+    char digits[20];
+    size_t nd = 0, len = 0;
+    /* The magnitude as unsigned: -INT64_MIN does not fit an int64_t. */
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        digits[nd++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u > 0);
+    if (v < 0)
+        out[len++] = '-';
+    while (nd > 0)
+        out[len++] = digits[--nd];
+    out[len] = '\0';
+    return len;
+}
+
 void lg_codec_hex(char *out, const unsigned char *in, size_t n)
 {
     static const char digits[] = "0123456789abcdef";

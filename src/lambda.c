@@ -492,8 +492,8 @@ static void send_on(struct lg_lambda_call *call, struct pooled_conn *pc)
      * appends, no printf) and added to the message once. */
     struct lg_buf *hb = &c->head;
     lg_buf_reset(hb);
-    char length[24];
-    int length_len = snprintf(length, sizeof(length), "%zu", call->payload_len);
+    char length[LG_CODEC_INT_MAX];
+    size_t length_len = lg_codec_i64(length, (int64_t)call->payload_len);
     static const char fixed[] = " HTTP/1.1\r\nUser-Agent: lambdagate/" PACKAGE_VERSION
                                 "\r\nContent-Type: application/json\r\nHost: ";
     int rc = lg_buf_append(hb, LG_LITERAL("POST "));
@@ -505,7 +505,7 @@ static void send_on(struct lg_lambda_call *call, struct pooled_conn *pc)
     rc |= lg_buf_append(hb, LG_LITERAL(fixed));
     rc |= lg_buf_puts(hb, ep->authority);
     rc |= lg_buf_append(hb, LG_LITERAL("\r\nContent-Length: "));
-    rc |= lg_buf_append(hb, length, (size_t)length_len);
+    rc |= lg_buf_append(hb, length, length_len);
     rc |= lg_buf_append(hb, LG_LITERAL("\r\nX-Amz-Invocation-Type: "));
     rc |= lg_buf_puts(hb, invocation);
     rc |= lg_buf_append(hb, LG_LITERAL("\r\nX-Amz-Date: "));
@@ -641,7 +641,9 @@ struct lg_lambda_call *lg_lambda_invoke(struct lg_lambda_client *c, const struct
             return NULL;
         }
     }
-    snprintf(call->request_id, sizeof(call->request_id), "%s", request_id);
+    size_t id_len = strnlen(request_id, LG_REQUEST_ID_LEN);
+    memcpy(call->request_id, request_id, id_len);
+    call->request_id[id_len] = '\0';
     call->done = done;
     call->arg = arg;
     call->start_us = lg_mono_us();

@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <event2/buffer.h>
 
+#include "lambdagate/codec.h"
 #include "lambdagate/cache.h"
 #include "lambdagate/event.h"
 #include "lambdagate/lambda.h"
@@ -95,12 +96,12 @@ static size_t ratelimit_headers(const struct lg_req *req, struct ratelimit_text 
     if (!req->has_ratelimit)
         return n;
     const struct lg_rl_result *r = &req->ratelimit;
-    snprintf(t->v[0], sizeof(t->v[0]), "%lld", (long long)r->limit);
-    snprintf(t->v[1], sizeof(t->v[1]), "%lld", (long long)r->remaining);
-    snprintf(t->v[2], sizeof(t->v[2]), "%lld", (long long)r->reset_s);
-    header_set(&out[n++], "RateLimit-Limit", t->v[0], strlen(t->v[0]));
-    header_set(&out[n++], "RateLimit-Remaining", t->v[1], strlen(t->v[1]));
-    header_set(&out[n++], "RateLimit-Reset", t->v[2], strlen(t->v[2]));
+    size_t l0 = lg_codec_i64(t->v[0], r->limit);
+    size_t l1 = lg_codec_i64(t->v[1], r->remaining);
+    size_t l2 = lg_codec_i64(t->v[2], r->reset_s);
+    header_set(&out[n++], "RateLimit-Limit", t->v[0], l0);
+    header_set(&out[n++], "RateLimit-Remaining", t->v[1], l1);
+    header_set(&out[n++], "RateLimit-Reset", t->v[2], l2);
     return n;
 }
 

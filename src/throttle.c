@@ -24,6 +24,7 @@
 
 #include <event2/event.h>
 
+#include "lambdagate/codec.h"
 #include "lambdagate/log.h"
 #include "lambdagate/redis.h"
 #include "lambdagate/sigv4.h"
@@ -233,9 +234,17 @@ struct lg_throttle_batcher {
 static size_t make_key(char *out, const char *prefix, const char *text, const char *identity)
 {
     size_t room = LG_RL_KEY_MAX;
-    int n = snprintf(out, room, "%s%s%s", prefix, text, identity ? identity : "");
-    if (n >= 0 && (size_t)n < room)
-        return (size_t)n;
+    size_t lp = strlen(prefix), lt = strlen(text), li = identity ? strlen(identity) : 0;
+    if (lp + lt + li < room) {
+        /* The usual case, without printf: this runs for every request. */
+        memcpy(out, prefix, lp);
+        memcpy(out + lp, text, lt);
+        if (li)
+            memcpy(out + lp + lt, identity, li);
+        out[lp + lt + li] = '\0';
+        return lp + lt + li;
+    }
+    int n;
     char hex[65] = "";
     if (identity == NULL || lg_sigv4_sha256_hex(identity, strlen(identity), hex) != 0)
         hex[0] = '\0';
@@ -275,7 +284,11 @@ static void make_plan(const struct lg_throttle_request *req, struct plan *p)
             rate = &conf->throttle.default_rate;
         if (rate) {
             /* Per route and per caller: the route key holds no newline. */
-            snprintf(text, sizeof(text), "r:%.400s\n", route->route_key);
+            size_t rk = strnlen(route->route_key, 400);
+            memcpy(text, "r:", 2);
+            memcpy(text + 2, route->route_key, rk);
+            text[2 + rk] = '\n';
+            text[3 + rk] = '\0';
             add_bucket(p, rate, LG_REASON_IDENTITY, text, req->identity);
             p->header = 0;
         }
@@ -452,19 +465,8 @@ static const char *redis_prefix(const struct lg_conf *conf)
  * Returns the length. */
 static size_t put_num(char *out, size_t size, double v)
 {
-    if (v >= 0 && v < 9007199254740992.0 && v == (double)(int64_t)v) {
-        char digits[24];
-        size_t nd = 0;
-        uint64_t u = (uint64_t)v;
-        do {
-            digits[nd++] = (char)('0' + u % 10);
-            u /= 10;
-        } while (u > 0);
-        for (size_t i = 0; i < nd; i++)
-            out[i] = digits[nd - 1 - i];
-        out[nd] = '\0';
-        return nd;
-    }
+    if (v >= 0 && v < 9007199254740992.0 && v == (double)(int64_t)v)
+        return lg_codec_i64(out, (int64_t)v);
     int n = snprintf(out, size, "%.17g", v);
     return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
 }

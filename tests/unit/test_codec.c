@@ -253,6 +253,34 @@ START_TEST(test_buf_steal_after_reset)
 }
 END_TEST
 
+/* lg_codec_i64: every int64_t as printf("%lld") writes it. */
+START_TEST(test_codec_i64)
+{
+    const int64_t values[] = {0,
+                              1,
+                              -1,
+                              9,
+                              10,
+                              99,
+                              100,
+                              1234567890,
+                              -1234567890,
+                              INT64_MAX,
+                              INT64_MIN,
+                              INT64_MAX - 1,
+                              INT64_MIN + 1};
+    for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+        char got[LG_CODEC_INT_MAX], want[32];
+        memset(got, 'x', sizeof(got));
+        size_t n = lg_codec_i64(got, values[i]);
+        int m = snprintf(want, sizeof(want), "%lld", (long long)values[i]);
+        ck_assert_str_eq(got, want);
+        ck_assert_uint_eq(n, (size_t)m);
+        ck_assert_uint_lt(n, LG_CODEC_INT_MAX);
+    }
+}
+END_TEST
+
 /* lg_buf_init_local: texts that fit stay in the caller's storage; a longer
  * one moves to the heap with its contents; steal hands out a heap copy; a
  * bounded local buffer still refuses past max. */
@@ -778,6 +806,7 @@ int main(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_buf_init_empty);
     tcase_add_test(tc, test_buf_local_storage);
+    tcase_add_test(tc, test_codec_i64);
     tcase_add_test(tc, test_buf_growth_and_nul);
     tcase_add_test(tc, test_buf_append_zero_and_puts);
     tcase_add_test(tc, test_buf_max_refused_unchanged);
