@@ -78,6 +78,7 @@ struct lg_redis {
 
     /* Commands whose callback is still due (doubly linked). */
     struct lg_redis_cmd *cmds;
+    struct lg_buf resp; /* a command being formatted (reused) */
 };
 
 /* One command. Two owners, one after the other or both at once:
@@ -362,6 +363,7 @@ struct lg_redis *lg_redis_new(struct event_base *base, const struct lg_conf_redi
     r->db = conf->db;
     r->timeout_ms = conf->timeout_ms > 0 ? conf->timeout_ms : 1;
     r->backoff_ms = BACKOFF_FIRST_MS;
+    lg_buf_init(&r->resp, 0);
     r->timer = evtimer_new(base, timer_cb, r);
     if (r->host == NULL || (conf->password && r->password == NULL) || r->timer == NULL) {
         lg_redis_free(r);
@@ -369,6 +371,16 @@ struct lg_redis *lg_redis_new(struct event_base *base, const struct lg_conf_redi
     }
     start_connect(r);
     return r;
+}
+
+void lg_redis_flush(struct lg_redis *r)
+{
+    if (r == NULL || r->ac == NULL || r->state != ST_UP)
+        return;
+    /* hiredis writes what it can and keeps write interest for the rest;
+     * on an error it frees the context, which reaches context_lost and
+     * fails the commands through cmd_finish_later. */
+    redisAsyncHandleWrite(r->ac);
 }
 
 bool lg_redis_up(const struct lg_redis *r)
@@ -443,7 +455,30 @@ static void cmd_finish_later(struct lg_redis_cmd *cmd, enum lg_redis_status stat
 static int cmd_send(struct lg_redis *r, struct lg_redis_cmd *cmd, redisCallbackFn *fn, int argc,
                     const char *const *argv, const size_t *argvlen)
 {
-    if (redisAsyncCommandArgv(r->ac, fn, cmd, argc, (const char **)argv, argvlen) != REDIS_OK)
+    /* RESP formatted here, in one reused buffer, rather than by
+     * redisAsyncCommandArgv, whose sds building (a printf-like call and a
+     * reallocation per argument) cost more than the rest of a throttle
+     * decision on our side. */
+    struct lg_buf *b = &r->resp;
+    lg_buf_reset(b);
+    char num[LG_CODEC_INT_MAX];
+    int rc = lg_buf_putc(b, '*');
+    rc |= lg_buf_append(b, num, lg_codec_i64(num, argc));
+    rc |= lg_buf_append(b, "\r\n", 2);
+    for (int i = 0; i < argc; i++) {
+        rc |= lg_buf_putc(b, '$');
+        rc |= lg_buf_append(b, num, lg_codec_i64(num, (int64_t)argvlen[i]));
+        rc |= lg_buf_append(b, "\r\n", 2);
+        rc |= lg_buf_append(b, argv[i], argvlen[i]);
+        rc |= lg_buf_append(b, "\r\n", 2);
+    }
+    rc = rc != 0 || redisAsyncFormattedCommand(r->ac, fn, cmd, b->data, b->len) != REDIS_OK;
+    if (b->cap > 262144) {
+        /* A large value (a cache entry) is not kept here: hiredis has a copy. */
+        lg_buf_free(b);
+        lg_buf_init(b, 0);
+    }
+    if (rc)
         return -1;
     cmd->in_hiredis = true;
     return 0;
@@ -717,5 +752,9 @@ void lg_redis_free(struct lg_redis *r)
         free(r->password);
     }
     free(r->host);
+    /* It held the last command's arguments. */
+    if (r->resp.data)
+        OPENSSL_cleanse(r->resp.data, r->resp.cap);
+    lg_buf_free(&r->resp);
     free(r);
 }

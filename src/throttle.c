@@ -602,8 +602,12 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
         call->failed = false;
         finish_call(call, LG_REDIS_ERROR, NULL, NULL);
     }
+    if (bt->head == NULL)
+        return;
     while (bt->head)
         send_batch(bt);
+    /* Out now: the decisions' requests wait for nothing else. */
+    lg_redis_flush(bt->redis);
 }
 
 struct lg_throttle_batcher *lg_throttle_batcher_new(struct event_base *base)
@@ -625,6 +629,7 @@ void lg_throttle_batcher_flush(struct lg_throttle_batcher *bt)
         return;
     while (bt->head)
         send_batch(bt);
+    bt->redis = NULL; /* it may be replaced now: nothing queued refers to it */
     if (bt->failed == NULL)
         event_del(bt->flush);
 }

@@ -71,6 +71,12 @@ struct lg_redis_cmd *lg_redis_eval(struct lg_redis *r, const struct lg_redis_scr
                                    int nkeys, int argc, const char *const *argv,
                                    const size_t *argvlen, lg_redis_cb cb, void *arg);
 
+/* Write the commands sent so far now, instead of when the loop next finds
+ * the socket writable (after whatever else is ready then). No callback
+ * runs inside (a failed write ends the connection; its commands are
+ * failed from the loop). Accepts NULL; does nothing while not up. */
+void lg_redis_flush(struct lg_redis *r);
+
 /* Commands that failed (down, timeout, broken, error reply) in this
  * process, all clients together: lambdagate_redis_errors_total.
  * Thread-safe. */
