@@ -488,8 +488,8 @@ static void send_on(struct lg_lambda_call *call, struct pooled_conn *pc)
         call_fail_soon(call, LG_LAMBDA_ERROR, err);
         return;
     }
-    /* The head is assembled in the client's reusable buffer (inline
-     * appends, no printf) and added to the message once. */
+    /* The whole message, head then payload, is assembled in the client's
+     * reusable buffer (inline appends, no printf) and written from there. */
     struct lg_buf *hb = &c->head;
     lg_buf_reset(hb);
     char length[LG_CODEC_INT_MAX];

@@ -16,8 +16,8 @@
 #include <netinet/in.h>
 #include <event2/buffer.h>
 
-#include "lambdagate/codec.h"
 #include "lambdagate/cache.h"
+#include "lambdagate/codec.h"
 #include "lambdagate/event.h"
 #include "lambdagate/lambda.h"
 #include "lambdagate/log.h"
