@@ -7,11 +7,13 @@
  * header-block limit and LG_HTTP_MAX_HEADERS. */
 #include "config.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <event2/buffer.h>
 
 #include "lambdagate/codec.h"
@@ -687,6 +689,46 @@ enum lg_http_chunked_result lg_http_chunked_decode(struct lg_http_chunked *c, st
             return LG_CHUNKED_DONE;
         }
     }
+}
+
+size_t lg_http_send_now(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    size_t sent = 0;
+    while (sent < len) {
+        ssize_t n = send(fd, p + sent, len - sent, MSG_NOSIGNAL);
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR)
+                continue;
+            break;
+        }
+        sent += (size_t)n;
+    }
+    return sent;
+}
+
+ssize_t lg_http_read_into(struct evbuffer *in, int fd, int *err)
+{
+    evbuffer_unfreeze(in, 0);
+    struct evbuffer_iovec v;
+    ssize_t n = -1;
+    *err = ENOMEM;
+    if (evbuffer_reserve_space(in, LG_HTTP_READ_MAX, &v, 1) == 1) {
+        size_t room = v.iov_len < LG_HTTP_READ_MAX ? v.iov_len : LG_HTTP_READ_MAX;
+        do
+            n = recv(fd, v.iov_base, room, 0);
+        while (n < 0 && errno == EINTR);
+        *err = n < 0 ? errno : 0;
+        if (n > 0) {
+            v.iov_len = (size_t)n;
+            if (evbuffer_commit_space(in, &v, 1) != 0) {
+                n = -1;
+                *err = ENOMEM;
+            }
+        }
+    }
+    evbuffer_freeze(in, 0);
+    return n;
 }
 
 void lg_http_date(char out[30])

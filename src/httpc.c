@@ -479,9 +479,6 @@ static void describe_tls_failure(struct lg_httpc_conn *c, char *out, size_t outl
     out[0] = '\0';
 }
 
-/* Bytes per read, as libevent's own reads. */
-#define RAW_READ_MAX 4096
-
 /* Read what the server sent into the bufferevent's input, as the
  * bufferevent would, but without asking the kernel first how much is
  * waiting (libevent's evbuffer_read makes an ioctl(FIONREAD) before each
@@ -491,27 +488,8 @@ static void raw_read_cb(evutil_socket_t fd, short what, void *arg)
     struct lg_httpc_conn *c = arg;
     if (c->bev == NULL || c->state == CONN_FREEING || c->state == CONN_BROKEN)
         return;
-    /* The bufferevent keeps its input's end frozen but while it reads
-     * itself: so do we. */
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    evbuffer_unfreeze(in, 0);
-    struct evbuffer_iovec v;
-    ssize_t n = -1;
-    int read_errno = ENOMEM;
-    if (evbuffer_reserve_space(in, RAW_READ_MAX, &v, 1) == 1) {
-        do
-            n = recv(fd, v.iov_base, v.iov_len < RAW_READ_MAX ? v.iov_len : RAW_READ_MAX, 0);
-        while (n < 0 && errno == EINTR);
-        read_errno = n < 0 ? errno : 0;
-        if (n > 0) {
-            v.iov_len = (size_t)n;
-            if (evbuffer_commit_space(in, &v, 1) != 0) {
-                n = -1;
-                read_errno = ENOMEM;
-            }
-        }
-    }
-    evbuffer_freeze(in, 0);
+    int read_errno;
+    ssize_t n = lg_http_read_into(bufferevent_get_input(c->bev), fd, &read_errno);
     if (n > 0) {
         conn_read_cb(c->bev, c);
     } else if (n == 0) {
@@ -822,18 +800,10 @@ static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
 static int send_request_bytes(struct lg_httpc_conn *c, const char *data, size_t len)
 {
     if (!c->tls && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
-        evutil_socket_t fd = bufferevent_getfd(c->bev);
-        while (len > 0) {
-            ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
-            if (n <= 0) {
-                if (n < 0 && errno == EINTR)
-                    continue;
-                break; /* EAGAIN, or an error the bufferevent will report */
-            }
-            c->written_direct += (size_t)n;
-            data += n;
-            len -= (size_t)n;
-        }
+        size_t sent = lg_http_send_now(bufferevent_getfd(c->bev), data, len);
+        c->written_direct += sent;
+        data += sent;
+        len -= sent;
     }
     if (len > 0 && bufferevent_write(c->bev, data, len) != 0)
         return -1;

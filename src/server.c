@@ -588,19 +588,11 @@ static bool conn_send(struct lg_conn *c, struct evbuffer *out)
 static bool conn_send_flat(struct lg_conn *c, const char *data, size_t len)
 {
     if (!c->sock->tls && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
-        evutil_socket_t fd = bufferevent_getfd(c->bev);
-        while (len > 0) {
-            ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
-            if (n <= 0) {
-                if (n < 0 && errno == EINTR)
-                    continue;
-                break; /* EAGAIN, or an error the bufferevent will report */
-            }
-            data += n;
-            len -= (size_t)n;
-        }
-        if (len == 0)
+        size_t sent = lg_http_send_now(bufferevent_getfd(c->bev), data, len);
+        if (sent == len)
             return true;
+        data += sent;
+        len -= sent;
     }
     bufferevent_write(c->bev, data, len);
     return false;
@@ -899,9 +891,6 @@ static void conn_read_again(struct lg_conn *c)
     }
 }
 
-/* Bytes per read, as libevent's own reads. */
-#define RAW_READ_MAX 4096
-
 static void conn_raw_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct lg_conn *c = arg;
@@ -910,27 +899,9 @@ static void conn_raw_read_cb(evutil_socket_t fd, short what, void *arg)
         conn_read_cb(c->bev, c);
         return; /* more bytes on the socket: the event fires again */
     }
-    /* The bufferevent keeps its input's end frozen but while it reads
-     * itself: so do we. */
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    evbuffer_unfreeze(in, 0);
-    struct evbuffer_iovec v;
-    ssize_t n = -1;
-    int read_errno = 0;
-    int reserved = evbuffer_reserve_space(in, RAW_READ_MAX, &v, 1);
-    if (reserved == 1) {
-        do
-            n = recv(fd, v.iov_base, v.iov_len < RAW_READ_MAX ? v.iov_len : RAW_READ_MAX, 0);
-        while (n < 0 && errno == EINTR);
-        read_errno = n < 0 ? errno : 0;
-        if (n > 0) {
-            v.iov_len = (size_t)n;
-            if (evbuffer_commit_space(in, &v, 1) != 0)
-                reserved = -1;
-        }
-    }
-    evbuffer_freeze(in, 0);
-    if (reserved != 1) {
+    int read_errno;
+    ssize_t n = lg_http_read_into(bufferevent_get_input(c->bev), fd, &read_errno);
+    if (n < 0 && read_errno == ENOMEM) {
         conn_close(c); /* no memory */
         return;
     }

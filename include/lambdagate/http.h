@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "lambdagate/lambdagate.h"
 
@@ -101,6 +102,23 @@ enum lg_http_chunked_result {
  * max bounds it. Bytes after the end of the body stay in in. */
 enum lg_http_chunked_result lg_http_chunked_decode(struct lg_http_chunked *c, struct evbuffer *in,
                                                    struct evbuffer *out, size_t *total, size_t max);
+
+/* Plain-TCP I/O shared by the server's and the Lambda client's
+ * connections, which write and read around their bufferevents. */
+
+/* Bytes per read: libevent's own read size. */
+#define LG_HTTP_READ_MAX 4096
+/* Send what the socket takes of data[0..len) now (EINTR retried). Returns
+ * the bytes sent: fewer on EAGAIN or an error, which the bufferevent the
+ * caller hands the rest to reports when it writes. */
+size_t lg_http_send_now(int fd, const void *data, size_t len);
+/* One read of up to LG_HTTP_READ_MAX bytes from fd onto the end of in, a
+ * bufferevent's input, without the ioctl(FIONREAD) libevent's own read
+ * makes first. The bufferevent keeps the input's end frozen but while it
+ * reads itself, so it is unfrozen around the read, as libevent does.
+ * Returns the bytes read, 0 at end of stream, or -1 with *err set (EAGAIN
+ * when nothing is waiting; ENOMEM). */
+ssize_t lg_http_read_into(struct evbuffer *in, int fd, int *err);
 
 /* Write "Date: <IMF-fixdate>" value for now into out (30 bytes incl NUL). */
 void lg_http_date(char out[30]);
