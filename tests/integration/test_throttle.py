@@ -81,6 +81,31 @@ def one(gw, path, source="127.0.0.1", **kw):
         c.close()
 
 
+def at_once(gw, path, n):
+    """n GETs of path on n connections made first, sent together (a
+    barrier); each answer, or the text of the exception a client got."""
+    barrier = threading.Barrier(n)
+    results = [None] * n
+
+    def run(i):
+        c = Client(gw)
+        try:
+            c.conn.connect()
+            barrier.wait(10)
+            results[i] = c.get(path)
+        except Exception as e:  # noqa: BLE001 - reported by the caller
+            results[i] = repr(e)
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
 def statuses(responses):
     return [r.status for r in responses]
 
@@ -489,25 +514,7 @@ def test_two_workers_share_one_bucket_exactly(emu, gateways):
     config["workers"] = 2
     gw = gateways.start(config)
     n = 20
-    barrier = threading.Barrier(n)
-    results = [None] * n
-
-    def run(i):
-        c = Client(gw)
-        try:
-            c.conn.connect()
-            barrier.wait(10)
-            results[i] = c.get("/hello").status
-        except Exception as e:  # noqa: BLE001 - reported below
-            results[i] = repr(e)
-        finally:
-            c.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    results = [r if isinstance(r, str) else r.status for r in at_once(gw, "/hello", n)]
     assert sorted(results, key=str) == [200] * 10 + [429] * 10, results
     assert len(emu.invocations()) == 10
 
@@ -517,25 +524,7 @@ def test_two_workers_share_the_per_ip_bucket_exactly(emu, gateways):
     config["workers"] = 2
     gw = gateways.start(config)
     n = 12
-    barrier = threading.Barrier(n)
-    results = [None] * n
-
-    def run(i):
-        c = Client(gw)
-        try:
-            c.conn.connect()
-            barrier.wait(10)
-            results[i] = c.get("/nope").status
-        except Exception as e:  # noqa: BLE001 - reported below
-            results[i] = repr(e)
-        finally:
-            c.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    results = [r if isinstance(r, str) else r.status for r in at_once(gw, "/nope", n)]
     assert sorted(results, key=str) == [404] * 5 + [429] * 7, results
 
 
@@ -754,25 +743,7 @@ def test_redis_concurrent_requests_on_one_bucket_are_exact(emu, gateways, redis_
 
     calls_before = script_calls()
     n = 30
-    barrier = threading.Barrier(n)
-    results = [None] * n
-
-    def run(i):
-        c = Client(gw)
-        try:
-            c.conn.connect()
-            barrier.wait(10)
-            results[i] = c.get("/hello")
-        except Exception as e:  # noqa: BLE001 - reported below
-            results[i] = repr(e)
-        finally:
-            c.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    results = at_once(gw, "/hello", n)
     assert all(not isinstance(r, str) for r in results), results
     got = statuses(results)
     assert sorted(got) == [200] * 10 + [429] * 20, got
