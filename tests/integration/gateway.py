@@ -78,6 +78,16 @@ class Response:
         return f"<Response {self.status} {self.headers} {self.body[:300]!r}>"
 
 
+def poll(fn, timeout=5.0, interval=0.05):
+    """Call fn() until it returns a true value or timeout; returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(interval)
+
+
 def read_response(conn_response):
     body = conn_response.read()
     return Response(conn_response.status, conn_response.reason,

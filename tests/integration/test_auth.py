@@ -36,7 +36,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from gateway import (SANITIZER_MARKERS, base_config, binary, clean_aws_env,  # noqa: E402
-                     free_port, sanitizer_env, start_gateway)
+                     free_port, poll, sanitizer_env, start_gateway)
 from jwks_server import JwksServer, make_ca_and_leaf  # noqa: E402
 
 ISSUER = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TESTPOOL"
@@ -256,15 +256,6 @@ def wait_access_entry(gw, request_id, timeout=5):
             raise AssertionError(f"no access log line for {request_id}: {gw.access_log()}")
         time.sleep(0.02)
 
-
-def poll(fn, timeout=5.0, interval=0.05):
-    """Call fn() until it returns a true value or timeout; returns the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(interval)
 
 
 def write_json(path, doc):

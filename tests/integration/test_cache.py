@@ -36,7 +36,7 @@ from jwt.algorithms import ECAlgorithm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from gateway import base_config, free_port, read_response  # noqa: E402
+from gateway import base_config, free_port, poll, read_response  # noqa: E402
 
 PROBE = "cache_probe"
 NO_REFILL = 0.001  # tokens/s: no refill within a test
@@ -131,14 +131,6 @@ def keys_file(tmp_path):
         {"id": "bob-app", "sha256": sha256_hex(KEY_BOB)},
     ]})
 
-
-def poll(fn, timeout=5.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(interval)
 
 
 def new_prefix():

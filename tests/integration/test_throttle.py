@@ -41,7 +41,7 @@ from jwt.algorithms import ECAlgorithm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from gateway import base_config, free_port, read_response  # noqa: E402
+from gateway import base_config, free_port, poll, read_response  # noqa: E402
 
 NO_REFILL = 0.001  # the smallest rate the config accepts: 1000 s per token
 ISSUER = "https://issuer.example.com/throttle-tests"
@@ -141,14 +141,6 @@ def assert_forbidden(r):
     assert_message(r, 403, "Forbidden")
     assert r.header("x-request-id"), r
 
-
-def poll(fn, timeout=5.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(interval)
 
 
 def no_answer(gw, source, index=0, timeout=3.0):
