@@ -36,15 +36,18 @@
  * one by one; a bucket or quota counter that several of them use (the
  * global bucket, a busy caller's) is read once and written once for the
  * whole call, so Redis's work grows with the keys, not the requests.
- * KEYS: each decision's bucket keys, then its quota key when it has one.
- * ARGV: the number of decisions; then, for each, n, rate and burst per
- * bucket, then "1" limit ttl_s for a quota or "0".
- * Returns one array per decision: {allowed (0/1), refused (1-based index;
- * n+1 = quota; 0 = none), tokens left per bucket in millionths (an
- * integer: Lua numbers are truncated to integers in the reply), quota
- * count}. A spent quota
- * refuses first (as the local store checks it first), so the answer names
- * it and waits for the period's end.
+ * KEYS: the distinct bucket and quota keys of the call, each once.
+ * ARGV[1]: the decisions, a byte each: n (buckets), the n buckets' key
+ * indexes (1-based, into KEYS), the quota's key index or 0 for none.
+ * Bytes, not numbers: Lua reads them without strtod.
+ * ARGV[2j], ARGV[2j+1]: rate and burst of key j when it is a bucket, limit
+ * and counter ttl_s when it is a quota counter.
+ * Returns one flat array of integers, for each decision in order: the
+ * refused check (1-based: n+1 = the quota; 0 = allowed), then the tokens
+ * left in each of its buckets in millionths (Lua numbers are truncated to
+ * integers in the reply), then the quota count when it has a quota. A
+ * spent quota refuses first (as the local store checks it first), so the
+ * answer names it and waits for the period's end.
  * A bucket is a string "tokens time_us" that expires once it would be full
  * again (then it is equivalent to no key); a key of another type (an older
  * version's hash) counts as a full bucket and is replaced. A quota counter
@@ -52,107 +55,80 @@
 const char lg_throttle_script[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "local buckets, border, counters, corder = {}, {}, {}, {}\n"
-    "local function bucket(key, rate, burst)\n"
-    "  local b = buckets[key]\n"
-    "  if b == nil then\n"
-    "    local tok, ts\n"
-    "    local v = redis.pcall('GET', key)\n"
-    "    if type(v) == 'string' then\n"
-    "      local sep = string.find(v, ' ', 1, true)\n"
-    "      if sep then\n"
-    "        tok = tonumber(string.sub(v, 1, sep - 1))\n"
-    "        ts = tonumber(string.sub(v, sep + 1))\n"
-    "      end\n"
+    "local plan = {string.byte(ARGV[1], 1, -1)}\n"
+    "local tok, dirty, cnt, add = {}, {}, {}, {}\n"
+    "local function bucket(j)\n"
+    "  local v = tok[j]\n"
+    "  if v ~= nil then return v end\n"
+    "  local burst, ts = tonumber(ARGV[2 * j + 1])\n"
+    "  local s = redis.pcall('GET', KEYS[j])\n"
+    "  if type(s) == 'string' then\n"
+    "    local sep = string.find(s, ' ', 1, true)\n"
+    "    if sep then\n"
+    "      v = tonumber(string.sub(s, 1, sep - 1))\n"
+    "      ts = tonumber(string.sub(s, sep + 1))\n"
     "    end\n"
-    "    if tok == nil or ts == nil or tok ~= tok then\n"
-    "      tok = burst\n"
-    "    elseif now > ts then\n"
-    "      tok = tok + (now - ts) * rate / 1000000\n"
+    "  end\n"
+    "  if v == nil or ts == nil or v ~= v then\n"
+    "    v = burst\n"
+    "  elseif now > ts then\n"
+    "    v = v + (now - ts) * tonumber(ARGV[2 * j]) / 1000000\n"
+    "  end\n"
+    "  if v < 0 then v = 0 end\n"
+    "  if v > burst then v = burst end\n"
+    "  tok[j] = v\n"
+    "  return v\n"
+    "end\n"
+    "local res, r, p = {}, 0, 1\n"
+    "while p <= #plan do\n"
+    "  local n = plan[p]\n"
+    "  local q = plan[p + n + 1]\n"
+    "  local refused, count = 0, 0\n"
+    "  for i = 1, n do\n"
+    "    if bucket(plan[p + i]) < 1 - 1e-9 and refused == 0 then refused = i end\n"
+    "  end\n"
+    "  if q ~= 0 then\n"
+    "    if cnt[q] == nil then\n"
+    "      cnt[q] = tonumber(redis.call('GET', KEYS[q]) or '0') or 0\n"
+    "      add[q] = 0\n"
     "    end\n"
-    "    if tok < 0 then tok = 0 end\n"
-    "    b = {tok = tok}\n"
-    "    buckets[key] = b\n"
-    "    border[#border + 1] = key\n"
+    "    count = cnt[q] + add[q]\n"
+    "    if count >= tonumber(ARGV[2 * q]) then refused = n + 1 end\n"
     "  end\n"
-    "  b.rate = rate\n"
-    "  b.burst = burst\n"
-    "  return b\n"
-    "end\n"
-
-    "local function counter(key)\n"
-    "  local c = counters[key]\n"
-    "  if c == nil then\n"
-    "    c = {n = tonumber(redis.call('GET', key) or '0') or 0, add = 0}\n"
-    "    counters[key] = c\n"
-    "    corder[#corder + 1] = key\n"
-    "  end\n"
-    "  return c\n"
-    "end\n"
-    "local a, k = 2, 1\n"
-    "local res = {}\n"
-    "for d = 1, tonumber(ARGV[1]) do\n"
-    "  local n = tonumber(ARGV[a])\n"
-    "  local out = {1, 0}\n"
-    "  local refused = 0\n"
+    "  r = r + 1\n"
+    "  res[r] = refused\n"
     "  for i = 1, n do\n"
-    "    local burst = tonumber(ARGV[a + 2 * i])\n"
-    "    local b = bucket(KEYS[k + i - 1], tonumber(ARGV[a + 2 * i - 1]), burst)\n"
-    "    local tok = b.tok\n"
-    "    if tok > burst then tok = burst end\n"
-    "    out[i + 2] = tok\n"
-    "    if tok < 1 - 1e-9 and refused == 0 then refused = i end\n"
-    "  end\n"
-    "  local q = a + 2 * n + 1\n"
-    "  local quota = ARGV[q] == '1'\n"
-    "  local c, count = nil, 0\n"
-    "  if quota then\n"
-    "    c = counter(KEYS[k + n])\n"
-    "    count = c.n + c.add\n"
-    "    if count >= tonumber(ARGV[q + 1]) then refused = n + 1 end\n"
-    "  end\n"
-    "  if refused ~= 0 then\n"
-    "    out[1] = 0\n"
-    "    out[2] = refused\n"
-    "  end\n"
-    "  for i = 1, n do\n"
-    "    local tok = out[i + 2]\n"
+    "    local j = plan[p + i]\n"
+    "    local v = tok[j]\n"
     "    if refused == 0 then\n"
-    "      tok = tok - 1\n"
-    "      if tok < 0 then tok = 0 end\n"
-    "      local b = buckets[KEYS[k + i - 1]]\n"
-    "      b.tok = tok\n"
-    "      b.dirty = true\n"
+    "      v = v - 1\n"
+    "      if v < 0 then v = 0 end\n"
+    "      tok[j] = v\n"
+    "      dirty[j] = true\n"
     "    end\n"
-    "    out[i + 2] = math.floor(tok * 1000000 + 0.001)\n"
+    "    r = r + 1\n"
+    "    res[r] = math.floor(v * 1000000 + 0.001)\n"
     "  end\n"
-    "  if quota and refused == 0 then\n"
-    "    c.add = c.add + 1\n"
-    "    c.ttl = tonumber(ARGV[q + 2])\n"
-    "    count = c.n + c.add\n"
+    "  if q ~= 0 then\n"
+    "    if refused == 0 then\n"
+    "      add[q] = add[q] + 1\n"
+    "      count = count + 1\n"
+    "    end\n"
+    "    r = r + 1\n"
+    "    res[r] = count\n"
     "  end\n"
-    "  out[#out + 1] = count\n"
-    "  res[d] = out\n"
-    "  if quota then\n"
-    "    a = q + 3\n"
-    "    k = k + n + 1\n"
-    "  else\n"
-    "    a = q + 1\n"
-    "    k = k + n\n"
-    "  end\n"
+    "  p = p + n + 2\n"
     "end\n"
-    "for _, key in ipairs(border) do\n"
-    "  local b = buckets[key]\n"
-    "  if b.dirty then\n"
-    "    local ttl = math.ceil((b.burst - b.tok) / b.rate * 1000) + 1000\n"
+    "for j = 1, #KEYS do\n"
+    "  if dirty[j] then\n"
+    "    local rate, burst = tonumber(ARGV[2 * j]), tonumber(ARGV[2 * j + 1])\n"
+    "    local ttl = math.ceil((burst - tok[j]) / rate * 1000) + 1000\n"
     "    if ttl > 86400000 then ttl = 86400000 end\n"
-    "    redis.call('SET', key, string.format('%.17g %.0f', b.tok, now), 'PX', ttl)\n"
-    "  end\n"
-    "end\n"
-    "for _, key in ipairs(corder) do\n"
-    "  local c = counters[key]\n"
-    "  if c.add > 0 and redis.call('INCRBY', key, c.add) == c.add then\n"
-    "    redis.call('EXPIRE', key, c.ttl)\n"
+    "    redis.call('SET', KEYS[j], string.format('%.17g %.0f', tok[j], now), 'PX', ttl)\n"
+    "  elseif add[j] ~= nil and add[j] > 0 then\n"
+    "    if redis.call('INCRBY', KEYS[j], add[j]) == add[j] then\n"
+    "      redis.call('EXPIRE', KEYS[j], tonumber(ARGV[2 * j + 1]))\n"
+    "    end\n"
     "  end\n"
     "end\n"
     "return res\n";
@@ -170,32 +146,38 @@ static atomic_bool redis_failing;
 
 #define MAX_BUCKETS 2
 
-/* The buckets and quota of one request. */
+/* The buckets and quota of one request. Its key texts live elsewhere (a
+ * struct plan_text, or the end of a struct lg_throttle_call). */
 struct plan {
     size_t n;
     struct lg_rl_check checks[MAX_BUCKETS];
     enum lg_metric_reason reasons[MAX_BUCKETS];
-    char keys[MAX_BUCKETS][LG_RL_KEY_MAX];
     int header; /* index of the bucket whose figures go in RateLimit-*, -1 = none */
     bool quota;
-    char quota_key[LG_RL_KEY_MAX];
+    const char *quota_key;
     size_t quota_key_len;
     int64_t quota_limit, quota_start, quota_end;
     int64_t now_s;
 };
 
-/* Keys: prefix + "rl:" + bucket name, prefix + quota name. */
-#define REDIS_KEY_MAX (LG_RL_KEY_MAX + 64)
+/* Room for the key texts of a plan while it is made. */
+struct plan_text {
+    char keys[MAX_BUCKETS][LG_RL_KEY_MAX];
+    char quota_key[LG_RL_KEY_MAX];
+};
 
 struct batch;
 
+/* A decision waiting for Redis. Allocated with its key texts at the end,
+ * so that it is small (a few hundred bytes for usual keys). */
 struct lg_throttle_call {
     struct lg_rl_local *local;
-    struct plan plan;
+    struct plan plan; /* its keys point into text */
     lg_throttle_cb cb;
     void *arg;
-    /* The Redis keys of the buckets, then of the quota counter. */
-    char rkeys[MAX_BUCKETS + 1][REDIS_KEY_MAX];
+    /* The Redis keys of the buckets, then of the quota counter: prefix +
+     * "rl:" + bucket key, prefix + quota key (in text). */
+    const char *rkeys[MAX_BUCKETS + 1];
     size_t rkey_lens[MAX_BUCKETS + 1];
     /* Waiting in a batcher's queue or, when it could not be sent (no
      * memory), in its failed list (batcher set, failed says which); or sent
@@ -205,6 +187,7 @@ struct lg_throttle_call {
     struct lg_throttle_call *prev, *next;
     struct batch *batch;
     size_t slot;
+    char text[];
 };
 
 /* Decisions per script call: bounds the call's arguments. */
@@ -217,6 +200,9 @@ struct batch {
     size_t live;                               /* of those, not cancelled */
     bool in_reply;                             /* its reply is being handed out */
     struct lg_throttle_call *calls[BATCH_MAX]; /* NULL once cancelled */
+    /* Where each decision's answer starts in the reply's flat array;
+     * at[n] = the array's length. */
+    size_t at[BATCH_MAX + 1];
 };
 
 struct lg_throttle_batcher {
@@ -252,18 +238,18 @@ static size_t make_key(char *out, const char *prefix, const char *text, const ch
     return n < 0 ? 0 : (size_t)n < room ? (size_t)n : room - 1;
 }
 
-static void add_bucket(struct plan *p, const struct lg_conf_rate *rate, enum lg_metric_reason why,
-                       const char *text, const char *identity)
+static void add_bucket(struct plan *p, struct plan_text *pt, const struct lg_conf_rate *rate,
+                       enum lg_metric_reason why, const char *text, const char *identity)
 {
     size_t i = p->n++;
-    p->checks[i].key = p->keys[i];
-    p->checks[i].key_len = make_key(p->keys[i], "", text, identity);
+    p->checks[i].key = pt->keys[i];
+    p->checks[i].key_len = make_key(pt->keys[i], "", text, identity);
     p->checks[i].rate = *rate;
     p->reasons[i] = why;
 }
 
-/* What req must pass. */
-static void make_plan(const struct lg_throttle_request *req, struct plan *p)
+/* What req must pass; its keys are written in pt. */
+static void make_plan(const struct lg_throttle_request *req, struct plan *p, struct plan_text *pt)
 {
     const struct lg_conf *conf = req->conf;
     const struct lg_conf_route *route = req->route;
@@ -274,7 +260,7 @@ static void make_plan(const struct lg_throttle_request *req, struct plan *p)
     char text[LG_RL_KEY_MAX];
     if (key && key->plan.throttle_presence == LG_CONF_SET) {
         snprintf(text, sizeof(text), "k:%s", key->id);
-        add_bucket(p, &key->plan.throttle, LG_REASON_API_KEY, text, NULL);
+        add_bucket(p, pt, &key->plan.throttle, LG_REASON_API_KEY, text, NULL);
         p->header = 0;
     } else if (!(key && key->plan.throttle_presence == LG_CONF_NULL)) {
         const struct lg_conf_rate *rate = NULL;
@@ -289,12 +275,12 @@ static void make_plan(const struct lg_throttle_request *req, struct plan *p)
             memcpy(text + 2, route->route_key, rk);
             text[2 + rk] = '\n';
             text[3 + rk] = '\0';
-            add_bucket(p, rate, LG_REASON_IDENTITY, text, req->identity);
+            add_bucket(p, pt, rate, LG_REASON_IDENTITY, text, req->identity);
             p->header = 0;
         }
     }
     if (conf->throttle.global_enabled) {
-        add_bucket(p, &conf->throttle.global, LG_REASON_GLOBAL, "g", NULL);
+        add_bucket(p, pt, &conf->throttle.global, LG_REASON_GLOBAL, "g", NULL);
         if (p->header < 0)
             p->header = (int)p->n - 1;
     }
@@ -305,7 +291,8 @@ static void make_plan(const struct lg_throttle_request *req, struct plan *p)
         char start[24];
         snprintf(start, sizeof(start), ":%lld", (long long)p->quota_start);
         snprintf(text, sizeof(text), "q:%s", key->id);
-        p->quota_key_len = make_key(p->quota_key, text, start, NULL);
+        p->quota_key = pt->quota_key;
+        p->quota_key_len = make_key(pt->quota_key, text, start, NULL);
     }
 }
 
@@ -354,33 +341,37 @@ static void decide_local(struct lg_rl_local *local, const struct plan *p,
     }
 }
 
-/* Parse the script's answer into res; -1 when it is not what the script
- * returns (then the local buckets decide). */
-static int parse_reply(const struct plan *p, const redisReply *r, struct lg_throttle_result *res)
+/* Parse one decision's part of the script's answer (e[0] the refused
+ * check, then the tokens of each bucket, then the quota count when the
+ * plan has a quota) into res; -1 when it is not what the script returns
+ * (then the local buckets decide). */
+static int parse_reply(const struct plan *p, const redisReply *const *e,
+                       struct lg_throttle_result *res)
 {
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != p->n + 3)
+    if (e == NULL)
         return -1;
-    const redisReply *ok = r->element[0], *refused = r->element[1], *count = r->element[p->n + 2];
-    if (ok->type != REDIS_REPLY_INTEGER || refused->type != REDIS_REPLY_INTEGER ||
-        count->type != REDIS_REPLY_INTEGER || refused->integer < 0 ||
-        refused->integer > (long long)p->n + 1 || (ok->integer != 0) == (refused->integer != 0) ||
-        (refused->integer == (long long)p->n + 1 && !p->quota))
+    for (size_t i = 0; i < 1 + p->n + (p->quota ? 1 : 0); i++)
+        if (e[i]->type != REDIS_REPLY_INTEGER)
+            return -1;
+    long long refused = e[0]->integer;
+    long long count = p->quota ? e[p->n + 1]->integer : 0;
+    if (refused < 0 || refused > (long long)p->n + 1 ||
+        (refused == (long long)p->n + 1 && !p->quota))
         return -1;
     memset(res, 0, sizeof(*res));
-    res->allowed = ok->integer == 1;
+    res->allowed = refused == 0;
     struct lg_rl_result results[MAX_BUCKETS];
     for (size_t i = 0; i < p->n; i++) {
-        const redisReply *t = r->element[2 + i];
+        long long t = e[1 + i]->integer;
         /* Millionths of a token, at most the burst's. */
-        if (t->type != REDIS_REPLY_INTEGER || t->integer < 0 ||
-            (double)t->integer > ((double)p->checks[i].rate.burst + 1) * 1e6)
+        if (t < 0 || (double)t > ((double)p->checks[i].rate.burst + 1) * 1e6)
             return -1;
-        double tokens = (double)t->integer / 1e6;
+        double tokens = (double)t / 1e6;
         struct lg_rl_bucket b = {tokens, 0};
         lg_rl_bucket_result(&b, &p->checks[i].rate, res->allowed, &results[i]);
     }
     if (!res->allowed) {
-        size_t idx = (size_t)refused->integer - 1;
+        size_t idx = (size_t)refused - 1;
         if (idx == p->n) {
             res->reason = LG_REASON_QUOTA;
             res->retry_after_s = p->quota_end - p->now_s > 1 ? p->quota_end - p->now_s : 1;
@@ -395,7 +386,7 @@ static int parse_reply(const struct plan *p, const redisReply *r, struct lg_thro
     } else if (p->quota) {
         /* A spent quota shows its own figures, as with the local store. */
         res->has_headers = true;
-        quota_figures(p, count->integer, res->allowed, &res->headers);
+        quota_figures(p, count, res->allowed, &res->headers);
     }
     return 0;
 }
@@ -412,10 +403,12 @@ static void note_redis(bool failing, const char *why)
         lg_log(LG_LOG_INFO, "throttle store redis usable again");
 }
 
-/* The result of one decision of a batch's reply (NULL when the command
- * failed), falling back to the local buckets when Redis could not decide. */
+/* The result of one decision of a batch's reply (mine: its part of the
+ * reply's array, NULL when the command failed or the reply is not the
+ * script's), falling back to the local buckets when Redis could not
+ * decide. */
 static void finish_call(struct lg_throttle_call *call, enum lg_redis_status status,
-                        const redisReply *reply, const redisReply *mine)
+                        const redisReply *reply, const redisReply *const *mine)
 {
     struct lg_throttle_result res;
     const char *why = NULL;
@@ -443,14 +436,15 @@ static void on_batch_reply(enum lg_redis_status status, const struct redisReply 
     b->cmd = NULL;
     b->in_reply = true;
     bool shaped = status == LG_REDIS_OK && reply != NULL && reply->type == REDIS_REPLY_ARRAY &&
-                  reply->elements == b->n;
+                  reply->elements == b->at[b->n];
     /* A callback may cancel a later call of this batch (its slot empties). */
     for (size_t i = 0; i < b->n; i++) {
         struct lg_throttle_call *call = b->calls[i];
         if (call == NULL)
             continue;
         b->calls[i] = NULL;
-        finish_call(call, status, reply, shaped ? reply->element[i] : NULL);
+        finish_call(call, status, reply,
+                    shaped ? (const redisReply *const *)reply->element + b->at[i] : NULL);
     }
     free(b);
 }
@@ -471,20 +465,16 @@ static size_t put_num(char *out, size_t size, double v)
     return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
 }
 
-/* prefix, then mid, then n bytes of text into out (REDIS_KEY_MAX),
- * truncated to fit. Returns the length. */
-static size_t put_key(char *out, const char *prefix, const char *mid, const char *text, size_t n)
+/* prefix, then mid, then n bytes of text at out (room for all of them and
+ * a NUL). Returns the length. */
+static size_t put_key(char *out, const char *prefix, size_t lp, const char *mid, size_t lm,
+                      const char *text, size_t n)
 {
-    size_t len = 0;
-    const char *parts[3] = {prefix, mid, text};
-    size_t lens[3] = {strlen(prefix), strlen(mid), n};
-    for (size_t i = 0; i < 3; i++) {
-        size_t take = lens[i] < REDIS_KEY_MAX - 1 - len ? lens[i] : REDIS_KEY_MAX - 1 - len;
-        memcpy(out + len, parts[i], take);
-        len += take;
-    }
-    out[len] = '\0';
-    return len;
+    memcpy(out, prefix, lp);
+    memcpy(out + lp, mid, lm);
+    memcpy(out + lp + lm, text, n);
+    out[lp + lm + n] = '\0';
+    return lp + lm + n;
 }
 
 /* The first queued call, out of the queue. */
@@ -516,71 +506,127 @@ static void fail_later(struct lg_throttle_batcher *bt, struct lg_throttle_call *
     event_active(bt->flush, EV_TIMEOUT, 1);
 }
 
+/* A distinct key of a script call, with its figures. */
+struct batch_key {
+    const char *key;
+    size_t len;
+    bool quota;
+    double a, b; /* rate and burst; for a quota counter, limit and ttl_s */
+};
+
+enum {
+    BATCH_KEYS = BATCH_MAX * (MAX_BUCKETS + 1),
+    BATCH_PLAN = BATCH_MAX * (MAX_BUCKETS + 2),
+};
+
+/* The index (1-based, as in KEYS) of a key in keys[0..*n), added when
+ * new. 0 when the key is there with other figures (a reload between two
+ * decisions of one loop turn): the script keeps one set per key, so that
+ * decision must go in another call. */
+static size_t batch_key(struct batch_key *keys, size_t *n, const char *key, size_t len, bool quota,
+                        double a, double b)
+{
+    for (size_t j = 0; j < *n; j++) {
+        const struct batch_key *k = &keys[j];
+        if (k->len == len && k->quota == quota && memcmp(k->key, key, len) == 0)
+            return k->a == a && (quota || k->b == b) ? j + 1 : 0;
+    }
+    keys[*n] = (struct batch_key){key, len, quota, a, b};
+    return ++*n;
+}
+
+/* Add call's decision to the script's plan bytes and keys; -1 when one of
+ * its keys is already there with other figures (nothing is kept then). */
+static int batch_add(const struct lg_throttle_call *call, struct batch_key *keys, size_t *nkeys,
+                     unsigned char *plan, size_t *nplan)
+{
+    const struct plan *p = &call->plan;
+    size_t saved = *nkeys, at = *nplan;
+    plan[at++] = (unsigned char)p->n;
+    for (size_t i = 0; i < p->n; i++) {
+        size_t j = batch_key(keys, nkeys, call->rkeys[i], call->rkey_lens[i], false,
+                             p->checks[i].rate.rate, (double)p->checks[i].rate.burst);
+        if (j == 0)
+            goto conflict;
+        plan[at++] = (unsigned char)j;
+    }
+    plan[at] = 0;
+    if (p->quota) {
+        /* The counter outlives its period by an hour: a clock a little
+         * behind still finds it. */
+        size_t j = batch_key(keys, nkeys, call->rkeys[p->n], call->rkey_lens[p->n], true,
+                             (double)p->quota_limit, (double)(p->quota_end - p->now_s + 3600));
+        if (j == 0)
+            goto conflict;
+        plan[at] = (unsigned char)j;
+    }
+    *nplan = at + 1;
+    return 0;
+conflict:
+    *nkeys = saved;
+    return -1;
+}
+
 /* Send up to BATCH_MAX of the queued calls as one script call. Calls that
  * cannot be sent (no memory) go to the failed list: no callback runs
  * from here. */
 static void send_batch(struct lg_throttle_batcher *bt)
 {
     pthread_once(&script_once, script_init);
-    struct batch *b = calloc(1, sizeof(*b));
+    /* Not calloc: only the slots of the calls sent are used. */
+    struct batch *b = malloc(sizeof(*b));
     if (b == NULL) {
         fail_later(bt, queue_pop(bt));
         return;
     }
+    b->cmd = NULL;
+    b->n = 0;
+    b->in_reply = false;
+    b->at[0] = 0;
+    struct batch_key keys[BATCH_KEYS];
+    unsigned char plan[BATCH_PLAN];
+    size_t nkeys = 0, nplan = 0;
     while (bt->head != NULL && b->n < BATCH_MAX) {
+        if (batch_add(bt->head, keys, &nkeys, plan, &nplan) != 0) {
+            if (b->n > 0)
+                break; /* it goes first in the next call */
+            /* Only a decision whose own keys disagree: cannot happen. */
+            fail_later(bt, queue_pop(bt));
+            continue;
+        }
         struct lg_throttle_call *call = queue_pop(bt);
+        const struct plan *p = &call->plan;
         call->batch = b;
         call->slot = b->n;
-        b->calls[b->n++] = call;
+        b->calls[b->n] = call;
+        b->at[b->n + 1] = b->at[b->n] + 1 + p->n + (p->quota ? 1 : 0);
+        b->n++;
+    }
+    if (b->n == 0) {
+        free(b);
+        return;
     }
     b->live = b->n;
-    /* Keys, then: count, and per decision n, rate/burst pairs, quota. */
-    enum {
-        MAX_KEYS = BATCH_MAX * (MAX_BUCKETS + 1),
-        MAX_NUMS = 1 + BATCH_MAX * (1 + 2 * MAX_BUCKETS + 3),
-    };
-    const char *argv[MAX_KEYS + MAX_NUMS];
-    size_t lens[MAX_KEYS + MAX_NUMS];
-    char nums[MAX_NUMS][32];
-    int argc = 0, nkeys = 0;
-    size_t k = 0;
-    for (size_t d = 0; d < b->n; d++) {
-        const struct lg_throttle_call *c = b->calls[d];
-        size_t nk = c->plan.n + (c->plan.quota ? 1 : 0);
-        for (size_t i = 0; i < nk; i++) {
-            argv[argc] = c->rkeys[i];
-            lens[argc++] = c->rkey_lens[i];
-            nkeys++;
-        }
+    /* KEYS, then the plan bytes and two numbers per key. Numbers without
+     * printf (this runs for every batch): integers by hand, a fractional
+     * rate with %.17g. */
+    const char *argv[BATCH_KEYS + 1 + 2 * BATCH_KEYS];
+    size_t lens[BATCH_KEYS + 1 + 2 * BATCH_KEYS];
+    char nums[2 * BATCH_KEYS][32];
+    int argc = 0;
+    for (size_t j = 0; j < nkeys; j++) {
+        argv[argc] = keys[j].key;
+        lens[argc++] = keys[j].len;
     }
-    /* Numbers without printf (this runs for every request): integers by
-     * hand, a fractional rate with %.17g. */
-#define ARG_NUM(v)                                                                                 \
-    do {                                                                                           \
-        argv[argc] = nums[k];                                                                      \
-        lens[argc++] = put_num(nums[k], sizeof(nums[k]), (v));                                     \
-        k++;                                                                                       \
-    } while (0)
-    ARG_NUM((double)b->n);
-    for (size_t d = 0; d < b->n; d++) {
-        const struct plan *p = &b->calls[d]->plan;
-        ARG_NUM((double)p->n);
-        for (size_t i = 0; i < p->n; i++) {
-            ARG_NUM(p->checks[i].rate.rate);
-            ARG_NUM((double)p->checks[i].rate.burst);
-        }
-        if (p->quota) {
-            ARG_NUM(1.0);
-            ARG_NUM((double)p->quota_limit);
-            /* The counter outlives its period by an hour: a clock a little
-             * behind still finds it. */
-            ARG_NUM((double)(p->quota_end - p->now_s + 3600));
-        } else {
-            ARG_NUM(0.0);
-        }
+    argv[argc] = (const char *)plan;
+    lens[argc++] = nplan;
+    for (size_t j = 0; j < nkeys; j++) {
+        argv[argc] = nums[2 * j];
+        lens[argc++] = put_num(nums[2 * j], sizeof(nums[0]), keys[j].a);
+        argv[argc] = nums[2 * j + 1];
+        lens[argc++] = put_num(nums[2 * j + 1], sizeof(nums[0]), keys[j].b);
     }
-#undef ARG_NUM
-    b->cmd = lg_redis_eval(bt->redis, &script, nkeys, argc, argv, lens, on_batch_reply, b);
+    b->cmd = lg_redis_eval(bt->redis, &script, (int)nkeys, argc, argv, lens, on_batch_reply, b);
     if (b->cmd == NULL) {
         /* No memory for the command. */
         for (size_t i = 0; i < b->n; i++)
@@ -655,8 +701,15 @@ static struct lg_throttle_call *decide_redis(struct lg_rl_local *local, struct l
                                              const struct lg_throttle_request *req,
                                              const struct plan *p, lg_throttle_cb cb, void *arg)
 {
-    /* Not calloc: the key buffers need no zeroing. */
-    struct lg_throttle_call *call = malloc(sizeof(*call));
+    const char *prefix = redis_prefix(req->conf);
+    size_t lp = strlen(prefix);
+    /* The keys, then the Redis keys, each with its NUL. */
+    size_t need = 0;
+    for (size_t i = 0; i < p->n; i++)
+        need += 2 * (p->checks[i].key_len + 1) + lp + 3;
+    if (p->quota)
+        need += 2 * (p->quota_key_len + 1) + lp;
+    struct lg_throttle_call *call = malloc(sizeof(*call) + need);
     if (call == NULL)
         return NULL;
     call->batcher = NULL;
@@ -666,18 +719,24 @@ static struct lg_throttle_call *decide_redis(struct lg_rl_local *local, struct l
     call->slot = 0;
     call->local = local;
     call->plan = *p;
-    /* The checks point at their key texts: make them point at the copy. */
-    for (size_t i = 0; i < p->n; i++)
-        call->plan.checks[i].key = call->plan.keys[i];
     call->cb = cb;
     call->arg = arg;
-    const char *prefix = redis_prefix(req->conf);
-    for (size_t i = 0; i < p->n; i++)
-        call->rkey_lens[i] =
-            put_key(call->rkeys[i], prefix, "rl:", p->checks[i].key, p->checks[i].key_len);
-    if (p->quota)
-        call->rkey_lens[p->n] =
-            put_key(call->rkeys[p->n], prefix, "", p->quota_key, p->quota_key_len);
+    /* The plan's keys point at texts of the caller's: copy them here. */
+    char *t = call->text;
+    for (size_t i = 0; i < p->n; i++) {
+        size_t len = p->checks[i].key_len;
+        call->plan.checks[i].key = t;
+        t += put_key(t, "", 0, "", 0, p->checks[i].key, len) + 1;
+        call->rkeys[i] = t;
+        call->rkey_lens[i] = put_key(t, prefix, lp, "rl:", 3, p->checks[i].key, len);
+        t += call->rkey_lens[i] + 1;
+    }
+    if (p->quota) {
+        call->plan.quota_key = t;
+        t += put_key(t, "", 0, "", 0, p->quota_key, p->quota_key_len) + 1;
+        call->rkeys[p->n] = t;
+        call->rkey_lens[p->n] = put_key(t, prefix, lp, "", 0, p->quota_key, p->quota_key_len);
+    }
     if (bt->queued > 0 && bt->redis != redis)
         lg_throttle_batcher_flush(bt); /* another connection: those go first */
     bt->redis = redis;
@@ -701,7 +760,8 @@ int lg_throttle_decide(struct lg_rl_local *local, struct lg_redis *redis,
                        struct lg_throttle_call **call)
 {
     struct plan p;
-    make_plan(req, &p);
+    struct plan_text pt;
+    make_plan(req, &p, &pt);
     *call = NULL;
     if (p.n == 0 && !p.quota) {
         memset(res, 0, sizeof(*res));

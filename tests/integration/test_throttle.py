@@ -81,9 +81,11 @@ def one(gw, path, source="127.0.0.1", **kw):
         c.close()
 
 
-def at_once(gw, path, n):
+def at_once(gw, path, n, headers=None):
     """n GETs of path on n connections made first, sent together (a
-    barrier); each answer, or the text of the exception a client got."""
+    barrier); each answer, or the text of the exception a client got.
+    path and headers may be lists: then request i sends path[i] with
+    headers[i]."""
     barrier = threading.Barrier(n)
     results = [None] * n
 
@@ -92,7 +94,8 @@ def at_once(gw, path, n):
         try:
             c.conn.connect()
             barrier.wait(10)
-            results[i] = c.get(path)
+            results[i] = c.get(path[i] if isinstance(path, list) else path,
+                               headers=headers[i] if isinstance(headers, list) else headers)
         except Exception as e:  # noqa: BLE001 - reported by the caller
             results[i] = repr(e)
         finally:
@@ -749,6 +752,78 @@ def test_redis_concurrent_requests_on_one_bucket_are_exact(emu, gateways, redis_
     calls = script_calls() - calls_before
     print(f"script calls for {n} requests: {calls}")
     assert 1 <= calls < n, f"{calls} script calls for {n} requests at once: no batching"
+
+
+def test_redis_concurrent_mixed_buckets_and_quota_are_exact(emu, gateways, redis_server,
+                                                            tmp_path):
+    """One script call decides requests of several callers that share the
+    global bucket (and a quota): sent at once, 6 requests with an API key
+    planned at burst 4, 5 with a key whose daily quota is 3 (no bucket of
+    its own) and 6 from a plain caller (default burst 5), under a global
+    burst of 10: exactly 10 pass, no caller beyond its own limit, and each
+    RateLimit-Remaining value of a bucket is given once."""
+    path = keys_file(tmp_path, {
+        KEY_PLANNED: {"id": "planned", "throttle": {"rate": NO_REFILL, "burst": 4}},
+        KEY_DAILY: {"id": "daily", "quota": {"limit": 3, "period": "day"}, "throttle": None},
+    })
+    routes = HELLO + [{"method": "GET", "path": "/k", "function": "hello", "auth": "api_key"}]
+    prefix = new_prefix()
+    config = redis_config(emu, redis_server.port, prefix, routes=routes,
+                          default={"rate": NO_REFILL, "burst": 5},
+                          glob={"rate": NO_REFILL, "burst": 10},
+                          auth={"api_keys": {"file": path}})
+    gw = gateways.start(config)
+    rc = redis_server.client()
+    who = ["planned"] * 6 + ["daily"] * 5 + ["plain"] * 6
+    paths = ["/hello" if w == "plain" else "/k" for w in who]
+    headers = [{"x-api-key": {"planned": KEY_PLANNED, "daily": KEY_DAILY}[w]}
+               if w != "plain" else {} for w in who]
+    results = at_once(gw, paths, len(who), headers)
+    assert all(not isinstance(r, str) for r in results), results
+    assert statuses(results).count(200) == 10, list(zip(who, statuses(results)))
+    passed = {w: [r for w2, r in zip(who, results) if w2 == w and r.status == 200]
+              for w in ("planned", "daily", "plain")}
+    assert len(passed["planned"]) <= 4 and len(passed["daily"]) <= 3 \
+        and len(passed["plain"]) <= 5, {w: len(v) for w, v in passed.items()}
+    # the caller's own bucket in the headers; for "daily", the global one
+    for w, burst in (("planned", 4), ("plain", 5)):
+        got = sorted(int(rl(r)[1]) for r in passed[w])
+        assert got == list(range(burst - len(passed[w]), burst)), (w, got)
+        assert all(rl(r)[0] == str(burst) for r in passed[w]), w
+    got = [int(rl(r)[1]) for r in passed["daily"]]
+    assert len(set(got)) == len(got) and all(0 <= v <= 9 for v in got), got
+    for r in results:
+        if r.status == 429:
+            assert_429(r)
+    assert len(emu.invocations()) == 10
+    # the quota counter counts exactly the daily key's passes
+    counters = [k for k in rc.keys(prefix + "*") if rc.type(k) == "string"
+                and rc.get(k).isdigit()]
+    assert [int(rc.get(k)) for k in counters] == [len(passed["daily"])], counters
+    assert "unusable" not in gw.log_text(), gw.log_text()[-2000:]
+
+
+def test_redis_key_of_another_type_is_a_full_bucket(emu, gateways, redis_server):
+    """A bucket key holding something else (an older version's hash) counts
+    as a full bucket and is replaced by a bucket again."""
+    prefix = new_prefix()
+    config = redis_config(emu, redis_server.port, prefix,
+                          default={"rate": NO_REFILL, "burst": 3})
+    gw = gateways.start(config)
+    rc = redis_server.client()
+    c = Client(gw)
+    got = [c.get("/hello") for _ in range(3)]
+    assert [rl(r)[1] for r in got] == ["2", "1", "0"], got
+    keys = rc.keys(prefix + "*")
+    assert len(keys) == 1 and rc.type(keys[0]) == "string", keys
+    rc.delete(keys[0])
+    rc.hset(keys[0], mapping={"tokens": "0", "ts": "0"})
+    got = [c.get("/hello") for _ in range(4)]
+    assert statuses(got) == [200, 200, 200, 429], got
+    assert [rl(r)[1] for r in got[:3]] == ["2", "1", "0"], got
+    assert rc.type(keys[0]) == "string", rc.type(keys[0])
+    assert "unusable" not in gw.log_text(), gw.log_text()[-2000:]
+    c.close()
 
 
 def test_redis_killed_fails_open_then_restarted_shares_again(emu, gateways, redis_server):
