@@ -12,7 +12,6 @@
 #include <event2/event.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
-#include <hiredis/adapters/libevent.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
@@ -292,6 +291,119 @@ static void send_handshake(struct lg_redis *r)
     }
 }
 
+/* ---------------------------------------------------------------------- */
+/* hiredis on the worker's loop                                           */
+/* ---------------------------------------------------------------------- */
+
+/* hiredis's event hooks, written here rather than taken from
+ * hiredis/adapters/libevent.h, whose events are not persistent: each reply
+ * cost an epoll_ctl DEL and ADD, and each command EPOLLOUT on and off, so
+ * four system calls per command besides its write and read. Here the read
+ * event persists; a command queued on a connected context is written from
+ * the loop's active queue (event_active: no system call), unless
+ * lg_redis_flush wrote it first; only a write that the socket does not take
+ * whole waits for EPOLLOUT. */
+struct hooks {
+    redisAsyncContext *ac;
+    struct event *rev, *wev;
+    bool in_write; /* inside redisAsyncHandleWrite */
+    bool freed;    /* cleaned up meanwhile: free when it returns */
+};
+
+/* Write what hiredis has. It may free the context (a write error), and
+ * with it these hooks: h is not used after, unless still ours. */
+static void hooks_write(struct hooks *h)
+{
+    h->in_write = true;
+    redisAsyncHandleWrite(h->ac);
+    if (h->freed) {
+        free(h);
+        return;
+    }
+    h->in_write = false;
+}
+
+static void hooks_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct hooks *h = arg;
+    redisAsyncHandleRead(h->ac);
+}
+
+static void hooks_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    hooks_write(arg);
+}
+
+static void hooks_add_read(void *arg)
+{
+    struct hooks *h = arg;
+    if (!event_pending(h->rev, EV_READ, NULL))
+        event_add(h->rev, NULL);
+}
+
+static void hooks_del_read(void *arg)
+{
+    struct hooks *h = arg;
+    event_del(h->rev);
+}
+
+static void hooks_add_write(void *arg)
+{
+    struct hooks *h = arg;
+    /* Connected and not already writing: try the write from the active
+     * queue. Else (connect in progress, or what is left of a write) wait
+     * until the socket is writable. */
+    if (!h->in_write && (h->ac->c.flags & REDIS_CONNECTED))
+        event_active(h->wev, EV_WRITE, 1);
+    else
+        event_add(h->wev, NULL);
+}
+
+static void hooks_del_write(void *arg)
+{
+    struct hooks *h = arg;
+    event_del(h->wev); /* also out of the active queue */
+}
+
+static void hooks_cleanup(void *arg)
+{
+    struct hooks *h = arg;
+    event_free(h->rev);
+    event_free(h->wev);
+    if (h->in_write)
+        h->freed = true;
+    else
+        free(h);
+}
+
+static int hooks_attach(redisAsyncContext *ac, struct event_base *base)
+{
+    struct hooks *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return -1;
+    h->ac = ac;
+    h->rev = event_new(base, ac->c.fd, EV_READ | EV_PERSIST, hooks_read_cb, h);
+    h->wev = event_new(base, ac->c.fd, EV_WRITE, hooks_write_cb, h);
+    if (h->rev == NULL || h->wev == NULL) {
+        if (h->rev)
+            event_free(h->rev);
+        if (h->wev)
+            event_free(h->wev);
+        free(h);
+        return -1;
+    }
+    ac->ev.addRead = hooks_add_read;
+    ac->ev.delRead = hooks_del_read;
+    ac->ev.addWrite = hooks_add_write;
+    ac->ev.delWrite = hooks_del_write;
+    ac->ev.cleanup = hooks_cleanup;
+    ac->ev.data = h;
+    /* The connect completes when the socket turns writable. */
+    event_add(h->rev, NULL);
+    event_add(h->wev, NULL);
+    return 0;
+}
+
 /* Start a connection attempt. redisAsyncConnect does not block on the
  * TCP handshake, but it resolves redis.host with getaddrinfo(), which
  * blocks: fine for an address or "localhost", a stall of the worker's
@@ -312,7 +424,7 @@ static void start_connect(struct lg_redis *r)
         go_down(r, reason);
         return;
     }
-    if (redisLibeventAttach(ac, r->base) != REDIS_OK) {
+    if (hooks_attach(ac, r->base) != 0) {
         redisAsyncFree(ac);
         go_down(r, "cannot attach to the event loop");
         return;
@@ -380,7 +492,7 @@ void lg_redis_flush(struct lg_redis *r)
     /* hiredis writes what it can and keeps write interest for the rest;
      * on an error it frees the context, which reaches context_lost and
      * fails the commands through cmd_finish_later. */
-    redisAsyncHandleWrite(r->ac);
+    hooks_write(r->ac->ev.data);
 }
 
 bool lg_redis_up(const struct lg_redis *r)
