@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -404,6 +405,175 @@ static int hooks_attach(redisAsyncContext *ac, struct event_base *base)
     return 0;
 }
 
+/* ---------------------------------------------------------------------- */
+/* Reply objects                                                           */
+/* ---------------------------------------------------------------------- */
+
+/* hiredis's reader builds a reply with these. They are hiredis's own
+ * functions, except that the reply records are kept for reuse by the
+ * thread that freed them (up to REPLY_SPARES): a throttle script call's
+ * reply is an array of a few dozen integers, and hiredis makes a calloc
+ * and a free of each, whose frees spill into malloc's fast bins. Strings
+ * and element arrays are malloc'd as hiredis does, so freeReplyObject
+ * would free such a reply correctly too. */
+#define REPLY_SPARES 256
+
+struct spare {
+    struct spare *next;
+};
+
+struct reply_pool {
+    struct spare *head;
+    size_t n;
+};
+
+static _Thread_local struct reply_pool *reply_pool;
+static pthread_once_t reply_pool_once = PTHREAD_ONCE_INIT;
+static pthread_key_t reply_pool_key; /* frees a thread's pool when it ends */
+static bool reply_pool_key_ok;
+
+static void reply_pool_free(void *arg)
+{
+    struct reply_pool *p = arg;
+    while (p->head) {
+        struct spare *x = p->head;
+        p->head = x->next;
+        free(x);
+    }
+    free(p);
+    reply_pool = NULL;
+}
+
+static void reply_pool_setup(void)
+{
+    reply_pool_key_ok = pthread_key_create(&reply_pool_key, reply_pool_free) == 0;
+}
+
+/* The calling thread's pool, or NULL (then records are not kept). */
+static struct reply_pool *reply_pool_get(void)
+{
+    if (reply_pool != NULL)
+        return reply_pool;
+    pthread_once(&reply_pool_once, reply_pool_setup);
+    if (!reply_pool_key_ok)
+        return NULL;
+    struct reply_pool *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    if (pthread_setspecific(reply_pool_key, p) != 0) {
+        free(p);
+        return NULL;
+    }
+    reply_pool = p;
+    return p;
+}
+
+static redisReply *reply_new(const redisReadTask *task, int type)
+{
+    struct reply_pool *p = reply_pool_get();
+    redisReply *r;
+    if (p != NULL && p->head != NULL) {
+        struct spare *x = p->head;
+        p->head = x->next;
+        p->n--;
+        r = (redisReply *)x;
+        memset(r, 0, sizeof(*r));
+    } else if ((r = calloc(1, sizeof(*r))) == NULL) {
+        return NULL;
+    }
+    r->type = type;
+    if (task->parent != NULL) {
+        redisReply *parent = task->parent->obj;
+        parent->element[task->idx] = r;
+    }
+    return r;
+}
+
+static void reply_free(void *reply)
+{
+    redisReply *r = reply;
+    if (r == NULL)
+        return;
+    switch (r->type) {
+    case REDIS_REPLY_ARRAY:
+        if (r->element != NULL) {
+            for (size_t i = 0; i < r->elements; i++)
+                reply_free(r->element[i]);
+            free(r->element);
+        }
+        break;
+    case REDIS_REPLY_ERROR:
+    case REDIS_REPLY_STATUS:
+    case REDIS_REPLY_STRING:
+        free(r->str);
+        break;
+    default:
+        break;
+    }
+    struct reply_pool *p = reply_pool_get();
+    if (p == NULL || p->n >= REPLY_SPARES) {
+        free(r);
+        return;
+    }
+    struct spare *x = (struct spare *)r;
+    x->next = p->head;
+    p->head = x;
+    p->n++;
+}
+
+static void *reply_string(const redisReadTask *task, char *str, size_t len)
+{
+    char *copy = malloc(len + 1);
+    if (copy == NULL)
+        return NULL;
+    memcpy(copy, str, len);
+    copy[len] = '\0';
+    redisReply *r = reply_new(task, task->type);
+    if (r == NULL) {
+        free(copy);
+        return NULL;
+    }
+    r->str = copy;
+    r->len = len;
+    return r;
+}
+
+static void *reply_array(const redisReadTask *task, int elements)
+{
+    redisReply **element = NULL;
+    if (elements > 0 && (element = calloc((size_t)elements, sizeof(*element))) == NULL)
+        return NULL;
+    redisReply *r = reply_new(task, REDIS_REPLY_ARRAY);
+    if (r == NULL) {
+        free(element);
+        return NULL;
+    }
+    r->element = element;
+    r->elements = elements > 0 ? (size_t)elements : 0;
+    return r;
+}
+
+static void *reply_integer(const redisReadTask *task, long long value)
+{
+    redisReply *r = reply_new(task, REDIS_REPLY_INTEGER);
+    if (r != NULL)
+        r->integer = value;
+    return r;
+}
+
+static void *reply_nil(const redisReadTask *task)
+{
+    return reply_new(task, REDIS_REPLY_NIL);
+}
+
+static redisReplyObjectFunctions reply_functions = {
+    .createString = reply_string,
+    .createArray = reply_array,
+    .createInteger = reply_integer,
+    .createNil = reply_nil,
+    .freeObject = reply_free,
+};
+
 /* Start a connection attempt. redisAsyncConnect does not block on the
  * TCP handshake, but it resolves redis.host with getaddrinfo(), which
  * blocks: fine for an address or "localhost", a stall of the worker's
@@ -430,6 +600,7 @@ static void start_connect(struct lg_redis *r)
         return;
     }
     ac->data = r;
+    ac->c.reader->fn = &reply_functions;
     /* hiredis 0.14's reader has no cap on a reply's size (the server's
      * proto-max-bulk-len bounds it); replies here are what we stored. Its
      * maxbuf (16 KiB by default) releases a large read buffer once it is

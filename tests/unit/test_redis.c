@@ -665,6 +665,64 @@ START_TEST(test_eval_returns_args)
 }
 END_TEST
 
+/* Replies of every kind, nested, many times over: the reply records are
+ * reused (redis.c keeps up to 256 a thread), and each reply must still
+ * come out whole, with nothing left over from an earlier one. */
+struct nested_check {
+    int calls;
+    int bad;
+};
+
+static void nested_cb(enum lg_redis_status status, const struct redisReply *reply, void *arg)
+{
+    struct nested_check *c = arg;
+    c->calls++;
+    /* {7, "two", {-3, nil}, error "E x", "ok" status, 0 elements array} */
+    const redisReply *e = reply && reply->type == REDIS_REPLY_ARRAY ? reply->element[0] : NULL;
+    if (status != LG_REDIS_OK || e == NULL || reply->elements != 6 ||
+        e->type != REDIS_REPLY_INTEGER || e->integer != 7 || e->str != NULL) {
+        c->bad++;
+        return;
+    }
+    const redisReply *two = reply->element[1], *in = reply->element[2], *err = reply->element[3];
+    const redisReply *st = reply->element[4], *empty = reply->element[5];
+    if (two->type != REDIS_REPLY_STRING || two->len != 3 || strcmp(two->str, "two") != 0 ||
+        in->type != REDIS_REPLY_ARRAY || in->elements != 2 ||
+        in->element[0]->type != REDIS_REPLY_INTEGER || in->element[0]->integer != -3 ||
+        in->element[1]->type != REDIS_REPLY_NIL || in->element[1]->str != NULL ||
+        err->type != REDIS_REPLY_ERROR || strcmp(err->str, "E x") != 0 ||
+        st->type != REDIS_REPLY_STATUS || strcmp(st->str, "ok") != 0 ||
+        empty->type != REDIS_REPLY_ARRAY || empty->elements != 0 || empty->element != NULL)
+        c->bad++;
+}
+
+static bool nested_all(const void *arg)
+{
+    return ((const struct nested_check *)arg)->calls == 300;
+}
+
+START_TEST(test_nested_replies_reuse_records)
+{
+    start_server(NULL);
+    struct lg_conf_redis c = conf_for(server_port);
+    struct lg_redis *r = client_new(&c);
+    static const char src[] = "return {7, 'two', {-3, false}, {err = 'E x'}, {ok = 'ok'}, {}}";
+    struct lg_redis_script s;
+    lg_redis_script_init(&s, src);
+    struct nested_check check = {0};
+    for (int i = 0; i < 300; i++)
+        ck_assert_ptr_nonnull(lg_redis_eval(r, &s, 0, 0, NULL, NULL, nested_cb, &check));
+    ck_assert(run_until(nested_all, &check, 5000));
+    ck_assert_int_eq(check.bad, 0);
+    /* And plain replies after them. */
+    struct result res;
+    CALL(r, &res, "PING");
+    ck_assert_int_eq(res.type, REDIS_REPLY_STATUS);
+    ck_assert_str_eq(res.str, "PONG");
+    lg_redis_free(r);
+}
+END_TEST
+
 START_TEST(test_eval_noscript_reload)
 {
     start_server(NULL);
@@ -1163,6 +1221,7 @@ int main(void)
     tcase_add_test(tc, test_error_reply_counted);
     tcase_add_test(tc, test_refused_and_invalid_commands);
     tcase_add_test(tc, test_eval_returns_args);
+    tcase_add_test(tc, test_nested_replies_reuse_records);
     tcase_add_test(tc, test_eval_noscript_reload);
     tcase_add_test(tc, test_down_closed_port);
     tcase_add_test(tc, test_connect_deadline);
