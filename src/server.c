@@ -49,6 +49,23 @@
 #include "lambdagate/server.h"
 #include "lambdagate/throttle.h"
 
+/* Under AddressSanitizer a released request kept for reuse is poisoned
+ * until it is reused, so that a use after its release is still reported
+ * as with free(). */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LG_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(LG_ASAN)
+#include <sanitizer/asan_interface.h>
+#define REQ_POISON(req)   ASAN_POISON_MEMORY_REGION((req), sizeof(*(req)))
+#define REQ_UNPOISON(req) ASAN_UNPOISON_MEMORY_REGION((req), sizeof(*(req)))
+#else
+#define REQ_POISON(req)   ((void)(req))
+#define REQ_UNPOISON(req) ((void)(req))
+#endif
+
 /* Backlog of each listening socket. */
 #define LISTEN_BACKLOG 1024
 /* After an error answer, how long and how much we keep reading (and
@@ -343,6 +360,7 @@ static void req_free(struct lg_req *req)
     if (req->body && w->nspare_reqs < REQ_SPARES &&
         evbuffer_drain(req->body, evbuffer_get_length(req->body)) == 0) {
         w->spare_reqs[w->nspare_reqs++] = req;
+        REQ_POISON(req);
         return;
     }
     if (req->body)
@@ -488,6 +506,7 @@ static struct lg_req *req_new(struct lg_conn *c)
         /* Zeroed as calloc would, but for the parsed header slots, which
          * the parser fills (head.nheaders says how many): 4 KB of the 6. */
         req = w->spare_reqs[--w->nspare_reqs];
+        REQ_UNPOISON(req);
         struct evbuffer *body = req->body;
         size_t a = offsetof(struct lg_req, head.headers);
         size_t b = a + sizeof(req->head.headers);
@@ -1371,6 +1390,7 @@ static void worker_destroy(struct lg_worker *w)
     lg_buf_free(&w->head);
     while (w->nspare_reqs > 0) {
         struct lg_req *req = w->spare_reqs[--w->nspare_reqs];
+        REQ_UNPOISON(req);
         evbuffer_free(req->body);
         free(req);
     }
