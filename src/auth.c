@@ -21,6 +21,7 @@
 #include "lambdagate/auth.h"
 #include "lambdagate/jwks.h"
 #include "lambdagate/jwt.h"
+#include "lambdagate/log.h"
 #include "lambdagate/sigv4.h"
 
 /* How often a waiting request looks whether the refetch is over. */
@@ -241,21 +242,11 @@ void lg_auth_wait_cancel(struct lg_auth_wait *wait)
 
 /* ---------- the checks ---------- */
 
-/* The reason is logged inside reason="...": quotes and backslashes (a
- * kid is the token's text) become ' so that nothing can close the value
- * and add fields of its own to the log line. */
-static void clean_reason(char *s)
-{
-    for (; *s; s++)
-        if (*s == '"' || *s == '\\' || (unsigned char)*s < 0x20 || (unsigned char)*s == 0x7f)
-            *s = '\'';
-}
-
 static void fail(struct lg_auth_result *res, enum lg_auth_outcome outcome, const char *reason)
 {
     res->outcome = outcome;
-    snprintf(res->reason, sizeof(res->reason), "%s", reason);
-    clean_reason(res->reason);
+    /* Logged inside reason="...", and a kid is the token's text. */
+    lg_log_cleaned(res->reason, sizeof(res->reason), reason);
 }
 
 /* The one value of header name: NULL when absent; *many when it was sent
@@ -439,7 +430,7 @@ static enum lg_auth_outcome check_jwt(struct lg_auth_worker *w, struct lg_conf *
             lg_jwt_claims_free(&claims);
             res->outcome = LG_AUTH_UNAUTHORIZED;
             snprintf(res->reason, sizeof(res->reason), "%s: %.200s", lg_jwt_status_name(st), err);
-            clean_reason(res->reason);
+            lg_log_clean(res->reason);
             return res->outcome;
         }
         t = token_new(digest, gen, jwt->leeway_s, &claims);

@@ -907,6 +907,7 @@ static void attempt_failed(struct lg_creds_provider *p, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(reason, sizeof(reason), fmt, ap);
     va_end(ap);
+    lg_log_clean(reason); /* it may quote what the credential source said */
     end_attempt(p);
     p->backoff_ms = p->backoff_ms == 0 ? BACKOFF_FIRST_MS : p->backoff_ms * 2;
     if (p->backoff_ms > BACKOFF_MAX_MS)

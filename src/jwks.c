@@ -521,6 +521,7 @@ struct lg_jwks *lg_jwks_parse(const char *json, size_t len, char *err, size_t er
         if (rc == 0) {
             if (skipped++ == 0)
                 snprintf(first_skip, sizeof(first_skip), "key %zu: %s", i, why);
+            lg_log_clean(why); /* it may hold the key's own text */
             lg_log(LG_LOG_DEBUG, "JWKS key skipped index=%zu reason=\"%s\"", i, why);
             continue;
         }
@@ -756,6 +757,7 @@ static void fetch_failed(struct lg_jwks_provider *p, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(reason, sizeof(reason), fmt, ap);
     va_end(ap);
+    lg_log_clean(reason); /* it may quote what the key server said */
     fetch_end(p, NULL);
     p->backoff_ms = p->backoff_ms == 0 ? BACKOFF_FIRST_MS : p->backoff_ms * 2;
     if (p->backoff_ms > BACKOFF_MAX_MS)

@@ -67,6 +67,22 @@ static void log_emit(enum lg_log_level level, const char *request_id, const char
     write_all(STDERR_FILENO, line, len);
 }
 
+void lg_log_clean(char *s)
+{
+    for (; *s; s++)
+        if (*s == '"' || *s == '\\' || (unsigned char)*s < 0x20 || (unsigned char)*s == 0x7f)
+            *s = '\'';
+}
+
+const char *lg_log_cleaned(char *out, size_t size, const char *s)
+{
+    if (size == 0)
+        return "";
+    snprintf(out, size, "%s", s ? s : "");
+    lg_log_clean(out);
+    return out;
+}
+
 void lg_log(enum lg_log_level level, const char *fmt, ...)
 {
     if (!lg_log_enabled(level))

@@ -84,10 +84,12 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 static void on_reopen_signal(evutil_socket_t sig, short what, void *arg)
 {
     char err[LG_ERR_LEN];
-    if (lg_log_access_reopen(err, sizeof(err)) != 0)
+    if (lg_log_access_reopen(err, sizeof(err)) != 0) {
+        lg_log_clean(err);
         lg_log(LG_LOG_ERROR, "cannot reopen the access log reason=\"%s\"", err);
-    else
+    } else {
         lg_log(LG_LOG_INFO, "access log reopened");
+    }
 }
 
 static const char *jwks_url_of(const struct lg_conf *conf)
@@ -149,10 +151,13 @@ static void reload(struct control *ctl)
     struct lg_conf_errors errors = {0};
     struct lg_conf *conf = lg_conf_load(ctl->conf->path, &errors);
     if (conf == NULL) {
-        for (size_t i = 0; i < errors.count; i++)
+        for (size_t i = 0; i < errors.count; i++) {
+            char text[LG_ERR_LEN]; /* it may quote the file */
             lg_log(LG_LOG_ERROR, "reload refused file=%s line=%d error=\"%s\"",
                    errors.items[i].file ? errors.items[i].file : ctl->conf->path,
-                   errors.items[i].line, errors.items[i].message);
+                   errors.items[i].line,
+                   lg_log_cleaned(text, sizeof(text), errors.items[i].message));
+        }
         lg_conf_errors_free(&errors);
         return;
     }
@@ -168,6 +173,7 @@ static void reload(struct control *ctl)
     }
     char err[LG_ERR_LEN];
     if (lg_server_reload(ctl->server, conf, err, sizeof(err)) != 0) {
+        lg_log_clean(err);
         lg_log(LG_LOG_ERROR, "reload refused file=%s error=\"%s\"", ctl->conf->path, err);
         lg_conf_unref(conf);
         return;

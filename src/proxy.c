@@ -196,11 +196,13 @@ static bool preflight(struct lg_req *req, const struct lg_http_header *origin,
 static void log_lambda(const struct lg_req *req, enum lg_log_level level,
                        const struct lg_lambda_result *res)
 {
+    /* The detail may quote what Lambda (or the network) said. */
+    char detail[LG_ERR_LEN];
     lg_log_req(level, req->id,
                "lambda invocation failed route=\"%s\" function=%s outcome=%s status=%d "
                "detail=\"%s\"",
                req->route->route_key, req->route->function, lg_lambda_outcome_name(res->outcome),
-               res->http_status, res->detail ? res->detail : "");
+               res->http_status, lg_log_cleaned(detail, sizeof(detail), res->detail));
 }
 
 /* Send a function's answer (fresh, or from the cache with its Age): its

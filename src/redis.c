@@ -161,7 +161,9 @@ static void go_down(struct lg_redis *r, const char *reason)
     r->state = ST_DOWN;
     r->timeouts_in_row = 0;
     if (r->logged != LOGGED_DOWN) {
-        lg_log(LG_LOG_WARN, "redis down host=%s port=%d reason=\"%s\"", r->host, r->port, reason);
+        char text[LG_ERR_LEN]; /* it may quote what the server said */
+        lg_log(LG_LOG_WARN, "redis down host=%s port=%d reason=\"%s\"", r->host, r->port,
+               lg_log_cleaned(text, sizeof(text), reason));
         r->logged = LOGGED_DOWN;
     }
     schedule_reconnect(r);

@@ -1049,6 +1049,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         while ((e = bufferevent_get_openssl_error(bev)) != 0) {
             char buf[200];
             ERR_error_string_n(e, buf, sizeof(buf));
+            lg_log_clean(buf);
             lg_log(LG_LOG_DEBUG, "TLS error client=%s error=\"%s\"", c->ip, buf);
         }
         ERR_clear_error();

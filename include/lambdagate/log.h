@@ -27,6 +27,14 @@ void lg_log(enum lg_log_level level, const char *fmt, ...) LG_PRINTF(2, 3);
 void lg_log_req(enum lg_log_level level, const char *request_id, const char *fmt, ...)
     LG_PRINTF(3, 4);
 
+/* Make s fit between double quotes in a log line (key="value"): double
+ * quotes, backslashes and control bytes become ', so that a value from
+ * outside (a peer's error text, a token's kid) cannot close its field and
+ * add fields of its own. In place. */
+void lg_log_clean(char *s);
+/* The same for a copy of s in out (size bytes, truncated); returns out. */
+const char *lg_log_cleaned(char *out, size_t size, const char *s);
+
 /* Open the access log: "-" = stdout, "off" = none, else a file opened for
  * append (created 0640). Replaces any previous one. -1 with err set when the
  * file cannot be opened. Thread-safe against lg_log_access_write(). */
