@@ -4,8 +4,6 @@
 
 #include <arpa/inet.h>
 #include <check.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +24,7 @@
 #include "lambdagate/awscreds.h"
 #include "lambdagate/log.h"
 #include "lambdagate/tls.h"
+#include "unit_util.h"
 
 /* ---------------------------------------------------------------------- */
 /* Fixture: a clean environment and a scratch directory per test           */
@@ -49,39 +48,20 @@ static const char *const aws_variables[] = {
     "AWS_EC2_METADATA_DISABLED",
 };
 
-static char scratch[256];
-
 /* Runs in the forked child before each test: the developer's own AWS
  * variables and ~/.aws must not leak into the chain. */
 static void setup(void)
 {
     for (size_t i = 0; i < LG_ARRAY_LEN(aws_variables); i++)
         unsetenv(aws_variables[i]);
-    const char *tmp = getenv("TMPDIR");
-    snprintf(scratch, sizeof(scratch), "%s/lg-creds-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-    ck_assert_ptr_nonnull(mkdtemp(scratch));
+    ut_scratch_make("lg-creds");
     /* An empty home: no ~/.aws/credentials unless a test writes one. */
-    setenv("HOME", scratch, 1);
-}
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
+    setenv("HOME", ut_scratch_dir(), 1);
 }
 
 static void teardown(void)
 {
-    nftw(scratch, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
-
-/* Path of name inside the scratch directory (static buffer per call slot). */
-static const char *scratch_path(const char *name)
-{
-    static char paths[8][PATH_MAX];
-    static int next;
-    char *p = paths[next++ % 8];
-    snprintf(p, PATH_MAX, "%s/%s", scratch, name);
-    return p;
+    ut_scratch_remove();
 }
 
 static void write_file(const char *path, const char *text)
@@ -127,36 +107,6 @@ static void conf_free(struct lg_conf *conf)
     if (conf->lambda.ssl_ctx)
         SSL_CTX_free(conf->lambda.ssl_ctx);
     free(conf);
-}
-
-/* Diagnostics go to stderr; a test that checks them sends stderr to a file
- * in between, and restores it so that sanitizer reports stay visible. */
-static int saved_stderr = -1;
-
-static void log_begin(void)
-{
-    fflush(stderr);
-    saved_stderr = dup(STDERR_FILENO);
-    int fd = open(scratch_path("log"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ck_assert_int_ge(fd, 0);
-    dup2(fd, STDERR_FILENO);
-    close(fd);
-}
-
-/* The captured text; caller frees. */
-static char *log_end(void)
-{
-    fflush(stderr);
-    dup2(saved_stderr, STDERR_FILENO);
-    close(saved_stderr);
-    saved_stderr = -1;
-    FILE *f = fopen(scratch_path("log"), "r");
-    ck_assert_ptr_nonnull(f);
-    char *text = calloc(1, 65536);
-    size_t n = fread(text, 1, 65535, f);
-    text[n] = '\0';
-    fclose(f);
-    return text;
 }
 
 static size_t count_substr(const char *hay, const char *needle)
@@ -798,7 +748,7 @@ static void expect_static(const struct lg_conf *conf, enum lg_creds_source sourc
 
 static const char *write_shared_file(void)
 {
-    const char *path = scratch_path("credentials");
+    const char *path = ut_scratch_path("credentials");
     write_file(path, "[default]\naws_access_key_id = AKIDFILE\naws_secret_access_key = filesecret\n"
                      "[work]\naws_access_key_id = AKIDWORK\naws_secret_access_key = worksecret\n"
                      "aws_session_token = worktoken\n"
@@ -869,9 +819,9 @@ END_TEST
 START_TEST(test_chain_file_in_home)
 {
     char dir[PATH_MAX];
-    snprintf(dir, sizeof(dir), "%s/.aws", scratch);
+    snprintf(dir, sizeof(dir), "%s/.aws", ut_scratch_dir());
     ck_assert_int_eq(mkdir(dir, 0700), 0);
-    write_file(scratch_path(".aws/credentials"),
+    write_file(ut_scratch_path(".aws/credentials"),
                "[default]\naws_access_key_id = AKIDHOME\naws_secret_access_key = homesecret\n");
     expect_static(NULL, LG_CREDS_SHARED_FILE, "shared-file", "AKIDHOME", "homesecret", NULL);
 }
@@ -882,7 +832,7 @@ START_TEST(test_chain_file_unknown_profile_falls_through)
     setenv("AWS_SHARED_CREDENTIALS_FILE", write_shared_file(), 1);
     setenv("AWS_PROFILE", "nope", 1);
     setenv("AWS_EC2_METADATA_DISABLED", "true", 1);
-    log_begin();
+    ut_stderr_begin();
     struct event_base *base = event_base_new();
     struct lg_creds_provider *p = provider(base, NULL);
     ck_assert_int_eq(lg_creds_provider_source(p), LG_CREDS_NONE);
@@ -890,7 +840,7 @@ START_TEST(test_chain_file_unknown_profile_falls_through)
     ck_assert_ptr_null(lg_creds_provider_get(p));
     lg_creds_provider_free(p);
     event_base_free(base);
-    char *log = log_end();
+    char *log = ut_stderr_end();
     ck_assert_msg(strstr(log, "WARN AWS_PROFILE nope is not in ") != NULL, "%s", log);
     ck_assert_msg(strstr(log, "WARN no AWS credentials") != NULL, "%s", log);
     free(log);
@@ -899,18 +849,18 @@ END_TEST
 
 START_TEST(test_chain_missing_file_falls_through)
 {
-    setenv("AWS_SHARED_CREDENTIALS_FILE", scratch_path("no-such-file"), 1);
+    setenv("AWS_SHARED_CREDENTIALS_FILE", ut_scratch_path("no-such-file"), 1);
     struct event_base *base = event_base_new();
     struct lg_creds_provider *p = provider(base, NULL);
     ck_assert_int_eq(lg_creds_provider_source(p), LG_CREDS_IMDS);
     lg_creds_provider_free(p);
     event_base_free(base);
     /* A file that exists but cannot be used is an error. */
-    ck_assert_int_eq(mkdir(scratch_path("dir"), 0700), 0);
-    setenv("AWS_SHARED_CREDENTIALS_FILE", scratch_path("dir"), 1);
+    ck_assert_int_eq(mkdir(ut_scratch_path("dir"), 0700), 0);
+    setenv("AWS_SHARED_CREDENTIALS_FILE", ut_scratch_path("dir"), 1);
     char want[LG_ERR_LEN];
     snprintf(want, sizeof(want), "shared credentials file: %s is not a regular file",
-             scratch_path("dir"));
+             ut_scratch_path("dir"));
     provider_fails(NULL, want);
 }
 END_TEST
@@ -930,9 +880,9 @@ static enum lg_creds_source dynamic_source(const struct lg_conf *conf)
 
 START_TEST(test_chain_dynamic_order)
 {
-    write_file(scratch_path("wi-token"), "eyJ.token.sig\n");
+    write_file(ut_scratch_path("wi-token"), "eyJ.token.sig\n");
     setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9", 1);
-    setenv("AWS_WEB_IDENTITY_TOKEN_FILE", scratch_path("wi-token"), 1);
+    setenv("AWS_WEB_IDENTITY_TOKEN_FILE", ut_scratch_path("wi-token"), 1);
     setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/gw", 1);
     setenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/v2/credentials/abc", 1);
     struct lg_conf *conf = conf_new(true);
@@ -958,8 +908,8 @@ END_TEST
 
 START_TEST(test_chain_web_identity_errors)
 {
-    write_file(scratch_path("wi-token"), "eyJ.token.sig\n");
-    setenv("AWS_WEB_IDENTITY_TOKEN_FILE", scratch_path("wi-token"), 1);
+    write_file(ut_scratch_path("wi-token"), "eyJ.token.sig\n");
+    setenv("AWS_WEB_IDENTITY_TOKEN_FILE", ut_scratch_path("wi-token"), 1);
     provider_fails(NULL, "AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not");
     setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/gw", 1);
     /* The regional STS endpoint is https: it needs a TLS context. */
@@ -1076,13 +1026,6 @@ struct srv {
     int imds_tokens;
     char imds_token[64];
 };
-
-static double monotonic(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void copy_header(char *out, size_t outlen, struct evhttp_request *req, const char *name)
 {
@@ -1213,7 +1156,7 @@ static void srv_cb(struct evhttp_request *req, void *arg)
     struct srv_record *r = s->nrequests < SRV_MAX_RECORDS ? &s->records[s->nrequests] : &overflow;
     s->nrequests++;
     memset(r, 0, sizeof(*r));
-    r->at = monotonic();
+    r->at = ut_now_s();
     switch (evhttp_request_get_command(req)) {
     case EVHTTP_REQ_GET:
         snprintf(r->method, sizeof(r->method), "GET");
@@ -1268,17 +1211,8 @@ static void net_start(struct net *n, enum srv_kind kind)
     n->base = event_base_new();
     ck_assert_ptr_nonnull(n->base);
     n->srv.kind = kind;
-    n->srv.http = evhttp_new(n->base);
-    ck_assert_ptr_nonnull(n->srv.http);
-    struct evhttp_bound_socket *bound = evhttp_bind_socket_with_handle(n->srv.http, "127.0.0.1", 0);
-    ck_assert_ptr_nonnull(bound);
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    ck_assert_int_eq(getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&ss, &len),
-                     0);
-    n->srv.port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    n->srv.http = ut_http_listen(n->base, NULL, srv_cb, &n->srv, &n->srv.port);
     snprintf(n->srv.url, sizeof(n->srv.url), "http://127.0.0.1:%d", n->srv.port);
-    evhttp_set_gencb(n->srv.http, srv_cb, &n->srv);
 }
 
 /* Create and start the provider with the current environment; refreshes
@@ -1294,50 +1228,31 @@ static void net_stop(struct net *n)
 {
     lg_creds_provider_free(n->p);
     /* httpc releases cancelled connections on zero-delay timers. */
-    for (int i = 0; i < 3; i++)
-        event_base_loop(n->base, EVLOOP_NONBLOCK);
+    ut_loop_settle(n->base);
     evhttp_free(n->srv.http);
     event_base_free(n->base);
     conf_free(n->conf);
     libevent_global_shutdown();
 }
 
-static void tick_cb(evutil_socket_t fd, short what, void *arg)
-{
-}
+/* Run the loop until cond(n, arg) holds or seconds pass; true when it held. */
+#define run_until(n, cond, arg, seconds) ut_run_until((n)->base, (cond), (n), (arg), (seconds))
+/* Run the loop for seconds. */
+#define run_for(n, seconds) ut_run_until((n)->base, NULL, NULL, 0, (seconds))
 
-/* Run the loop until cond holds or seconds pass; true when it held. */
-static bool run_until(struct net *n, bool (*cond)(struct net *, uint64_t), uint64_t arg,
-                      double seconds)
+static bool cond_requests(void *ctx, uint64_t count)
 {
-    struct event *tick = event_new(n->base, -1, EV_PERSIST, tick_cb, NULL);
-    struct timeval tv = {0, 10000};
-    event_add(tick, &tv);
-    double deadline = monotonic() + seconds;
-    bool held;
-    while (!(held = cond(n, arg)) && monotonic() < deadline)
-        event_base_loop(n->base, EVLOOP_ONCE);
-    event_free(tick);
-    return held;
-}
-
-static bool cond_requests(struct net *n, uint64_t count)
-{
-    return n->srv.nrequests >= (int)count;
+    return ((struct net *)ctx)->srv.nrequests >= (int)count;
 }
 
 /* A valid set is published whose generation is not old_generation. */
-static bool cond_new_creds(struct net *n, uint64_t old_generation)
+static bool cond_new_creds(void *ctx, uint64_t old_generation)
 {
+    struct net *n = ctx;
     struct lg_creds *c = lg_creds_provider_get(n->p);
     bool ok = c && c->generation != old_generation;
     lg_creds_unref(c);
     return ok;
-}
-
-static bool cond_never(struct net *n, uint64_t arg)
-{
-    return false;
 }
 
 /* The time the provider expects c to expire, against the endpoint's
@@ -1353,7 +1268,7 @@ START_TEST(test_net_container_token_file_reread)
 {
     struct net n;
     net_start(&n, SRV_CONTAINER);
-    const char *token_file = scratch_path("container-token");
+    const char *token_file = ut_scratch_path("container-token");
     write_file(token_file, "token-one\n");
     n.srv.rewrite_path = token_file;
     n.srv.rewrite_text = "  token-two  \n";
@@ -1365,7 +1280,7 @@ START_TEST(test_net_container_token_file_reread)
     setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "the-file-wins", 1);
     setenv("AWS_WEB_IDENTITY_TOKEN_FILE", token_file, 1);
     setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/not-this", 1);
-    log_begin();
+    ut_stderr_begin();
     net_provider(&n);
     ck_assert_int_eq(lg_creds_provider_source(n.p), LG_CREDS_CONTAINER);
 
@@ -1393,10 +1308,10 @@ START_TEST(test_net_container_token_file_reread)
     lg_creds_unref(c1);
     lg_creds_unref(c2);
     /* A 2 h set is not refreshed again any time soon. */
-    run_until(&n, cond_never, 0, 0.5);
+    run_for(&n, 0.5);
     ck_assert_int_eq(n.srv.nrequests, 2);
     net_stop(&n);
-    char *log = log_end();
+    char *log = ut_stderr_end();
     ck_assert_msg(strstr(log, "INFO AWS credentials obtained source=container "
                               "access_key_id=AKID-CONT-1 expires=") != NULL,
                   "%s", log);
@@ -1476,7 +1391,7 @@ START_TEST(test_net_imds_flow_and_refresh)
     lg_creds_unref(again);
     lg_creds_unref(c1);
     lg_creds_unref(c2);
-    run_until(&n, cond_never, 0, 0.5);
+    run_for(&n, 0.5);
     ck_assert_int_eq(n.srv.nrequests, 6);
     net_stop(&n);
 }
@@ -1496,7 +1411,7 @@ START_TEST(test_net_sts_flow_and_token_reread)
 {
     struct net n;
     net_start(&n, SRV_STS);
-    const char *token_file = scratch_path("web-identity-token");
+    const char *token_file = ut_scratch_path("web-identity-token");
     write_file(token_file, "eyJhbGciOi.payload-1.sig_1\n");
     n.srv.rewrite_path = token_file;
     n.srv.rewrite_text = "eyJhbGciOi.payload-2.sig+/2";
@@ -1508,7 +1423,7 @@ START_TEST(test_net_sts_flow_and_token_reread)
     setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/gw-role", 1);
     setenv("AWS_ROLE_SESSION_NAME", "gw session@1", 1);
     setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9", 1);
-    log_begin();
+    ut_stderr_begin();
     net_provider(&n);
     ck_assert_int_eq(lg_creds_provider_source(n.p), LG_CREDS_WEB_IDENTITY);
     ck_assert(run_until(&n, cond_new_creds, 0, 5.0));
@@ -1545,7 +1460,7 @@ START_TEST(test_net_sts_flow_and_token_reread)
     lg_creds_unref(c1);
     lg_creds_unref(c2);
     net_stop(&n);
-    char *log = log_end();
+    char *log = ut_stderr_end();
     ck_assert_msg(strstr(log, "payload-") == NULL && strstr(log, "SECRET-STS") == NULL &&
                       strstr(log, "TOKEN&STS") == NULL,
                   "a secret reached the log: %s", log);
@@ -1557,16 +1472,16 @@ START_TEST(test_net_sts_error_then_success)
 {
     struct net n;
     net_start(&n, SRV_STS);
-    const char *token_file = scratch_path("web-identity-token");
+    const char *token_file = ut_scratch_path("web-identity-token");
     write_file(token_file, "eyJ.secret-token.sig");
     n.srv.status[0] = 400;
     setenv("AWS_ENDPOINT_URL_STS", n.srv.url, 1);
     setenv("AWS_WEB_IDENTITY_TOKEN_FILE", token_file, 1);
     setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/gw-role", 1);
-    log_begin();
+    ut_stderr_begin();
     net_provider(&n);
     ck_assert(run_until(&n, cond_requests, 1, 5.0));
-    run_until(&n, cond_never, 0, 0.2);
+    run_for(&n, 0.2);
     ck_assert_ptr_null(lg_creds_provider_get(n.p));
     /* The default session name carries the pid. */
     char v[64], want[64];
@@ -1581,7 +1496,7 @@ START_TEST(test_net_sts_error_then_success)
     ck_assert_str_eq(c->access_key_id, "ASIA-STS-2");
     lg_creds_unref(c);
     net_stop(&n);
-    char *log = log_end();
+    char *log = ut_stderr_end();
     ck_assert_msg(strstr(log, "WARN AWS credentials fetch failed source=web-identity "
                               "reason=\"STS answered HTTP 400: STS error InvalidIdentityToken: "
                               "Token audience <sts> is wrong\" retry_in_ms=1000") != NULL,
@@ -1606,7 +1521,7 @@ START_TEST(test_net_failure_backoff_recovery)
     char url[128];
     snprintf(url, sizeof(url), "%s/creds", n.srv.url);
     setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", url, 1);
-    log_begin();
+    ut_stderr_begin();
     net_provider(&n);
     ck_assert(run_until(&n, cond_new_creds, 0, 5.0));
     struct lg_creds *c1 = lg_creds_provider_get(n.p);
@@ -1614,7 +1529,7 @@ START_TEST(test_net_failure_backoff_recovery)
 
     /* Two failures later (about 1.2 s in) the first set is still served. */
     ck_assert(run_until(&n, cond_requests, 3, 5.0));
-    run_until(&n, cond_never, 0, 0.05);
+    run_for(&n, 0.05);
     struct lg_creds *c = lg_creds_provider_get(n.p);
     ck_assert_ptr_eq(c, c1);
     lg_creds_unref(c);
@@ -1622,7 +1537,7 @@ START_TEST(test_net_failure_backoff_recovery)
     /* At the third failure (about 3.2 s in) it is within 30 s of expiry:
      * no longer handed out. */
     ck_assert(run_until(&n, cond_requests, 4, 5.0));
-    run_until(&n, cond_never, 0, 0.05);
+    run_for(&n, 0.05);
     ck_assert_ptr_null(lg_creds_provider_get(n.p));
 
     ck_assert(run_until(&n, cond_new_creds, c1->generation, 8.0));
@@ -1638,7 +1553,7 @@ START_TEST(test_net_failure_backoff_recovery)
     lg_creds_unref(c1);
     lg_creds_unref(c2);
     net_stop(&n);
-    char *log = log_end();
+    char *log = ut_stderr_end();
     ck_assert_int_eq(count_substr(log, "WARN AWS credentials fetch failed source=container "
                                        "reason=\"container endpoint answered HTTP 500\""),
                      3);
@@ -1659,17 +1574,17 @@ START_TEST(test_net_expires_too_soon)
     char url[128];
     snprintf(url, sizeof(url), "%s/creds", n.srv.url);
     setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", url, 1);
-    log_begin();
+    ut_stderr_begin();
     net_provider(&n);
     ck_assert(run_until(&n, cond_requests, 1, 5.0));
-    run_until(&n, cond_never, 0, 0.3);
+    run_for(&n, 0.3);
     ck_assert_ptr_null(lg_creds_provider_get(n.p));
     ck_assert(run_until(&n, cond_new_creds, 0, 5.0));
     struct lg_creds *c = lg_creds_provider_get(n.p);
     ck_assert_str_eq(c->access_key_id, "AKID-CONT-2");
     lg_creds_unref(c);
     net_stop(&n);
-    char *log = log_end();
+    char *log = ut_stderr_end();
     ck_assert_msg(strstr(log, "reason=\"the credentials expire too soon (") != NULL, "%s", log);
     free(log);
 }
@@ -1684,16 +1599,16 @@ START_TEST(test_net_imds_timeout_and_free_in_flight)
     net_start(&n, SRV_IMDS);
     n.srv.hold = true;
     setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", n.srv.url, 1);
-    log_begin();
+    ut_stderr_begin();
     net_provider(&n);
-    double start = monotonic();
+    double start = ut_now_s();
     ck_assert(run_until(&n, cond_requests, 2, 5.0));
-    double took = monotonic() - start;
+    double took = ut_now_s() - start;
     /* 1 s timeout, then 1 s backoff. */
     ck_assert_msg(took >= 1.8 && took < 3.0, "second attempt after %.2f s", took);
     ck_assert_ptr_null(lg_creds_provider_get(n.p));
     net_stop(&n);
-    char *log = log_end();
+    char *log = ut_stderr_end();
     char want[200];
     snprintf(want, sizeof(want),
              "reason=\"IMDS token request: no answer from 127.0.0.1:%d in time\" "
@@ -1707,34 +1622,28 @@ END_TEST
 START_TEST(test_net_connection_refused)
 {
     /* A port that was just free: nothing listens there. */
-    evutil_socket_t fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    socklen_t len = sizeof(sin);
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-    int port = ntohs(sin.sin_port);
-    evutil_closesocket(fd);
+    int port = ut_free_port();
 
     struct net n;
     net_start(&n, SRV_CONTAINER);
     char url[128];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/creds", port);
     setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", url, 1);
-    setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", scratch_path("missing-token"), 1);
-    log_begin();
+    setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", ut_scratch_path("missing-token"), 1);
+    ut_stderr_begin();
     net_provider(&n);
-    run_until(&n, cond_never, 0, 0.3);
+    run_for(&n, 0.3);
     ck_assert_ptr_null(lg_creds_provider_get(n.p));
     /* The token file appears: the next attempt reaches the closed port. */
-    write_file(scratch_path("missing-token"), "tok");
-    run_until(&n, cond_never, 0, 1.2);
+    write_file(ut_scratch_path("missing-token"), "tok");
+    run_for(&n, 1.2);
     net_stop(&n);
-    char *log = log_end();
+    char *log = ut_stderr_end();
     char want[200];
     snprintf(want, sizeof(want),
              "reason=\"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE %s does not exist\" "
              "retry_in_ms=1000",
-             scratch_path("missing-token"));
+             ut_scratch_path("missing-token"));
     ck_assert_msg(strstr(log, want) != NULL, "%s", log);
     snprintf(want, sizeof(want), "reason=\"container endpoint: cannot connect to 127.0.0.1:%d",
              port);

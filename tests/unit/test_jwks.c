@@ -4,8 +4,6 @@
 
 #include <arpa/inet.h>
 #include <check.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -35,6 +33,7 @@
 #include "lambdagate/jwks.h"
 #include "lambdagate/log.h"
 #include "lambdagate/tls.h"
+#include "unit_util.h"
 
 #define DATA(name) LG_TEST_DATA "/jwks/" name
 
@@ -52,32 +51,14 @@
 /* Fixture and helpers                                                     */
 /* ---------------------------------------------------------------------- */
 
-static char scratch[256];
-
 static void setup(void)
 {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(scratch, sizeof(scratch), "%s/jwks-test-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-    ck_assert_ptr_nonnull(mkdtemp(scratch));
-}
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
+    ut_scratch_make("jwks-test");
 }
 
 static void teardown(void)
 {
-    nftw(scratch, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
-
-static const char *scratch_path(const char *name)
-{
-    static char paths[4][PATH_MAX];
-    static int next;
-    char *p = paths[next++ % 4];
-    snprintf(p, PATH_MAX, "%s/%s", scratch, name);
-    return p;
+    ut_scratch_remove();
 }
 
 /* The whole file at path (NUL-terminated; caller frees); *len its size. */
@@ -211,31 +192,6 @@ static EVP_PKEY *pem_key(const char *kid)
     return k;
 }
 
-/* Diagnostics go to stderr; a test that checks them sends stderr to a file
- * in between, and restores it so that sanitizer reports stay visible. */
-static int saved_stderr = -1;
-
-static void log_begin(void)
-{
-    fflush(stderr);
-    saved_stderr = dup(STDERR_FILENO);
-    int fd = open(scratch_path("log"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ck_assert_int_ge(fd, 0);
-    dup2(fd, STDERR_FILENO);
-    close(fd);
-}
-
-/* The captured text; caller frees. */
-static char *log_end(void)
-{
-    fflush(stderr);
-    dup2(saved_stderr, STDERR_FILENO);
-    close(saved_stderr);
-    saved_stderr = -1;
-    size_t len;
-    return slurp(scratch_path("log"), &len);
-}
-
 static size_t count_substr(const char *hay, const char *needle)
 {
     size_t n = 0;
@@ -338,18 +294,18 @@ START_TEST(test_load_file)
     ck_assert_uint_eq(set->nkeys, 6);
     lg_jwks_unref(set);
 
-    const char *missing = scratch_path("missing.json");
+    const char *missing = ut_scratch_path("missing.json");
     ck_assert_ptr_null(lg_jwks_load_file(missing, err, sizeof(err)));
     char want[PATH_MAX + 64];
     snprintf(want, sizeof(want), "cannot open %s: No such file or directory", missing);
     ck_assert_str_eq(err, want);
 
-    ck_assert_ptr_null(lg_jwks_load_file(scratch, err, sizeof(err)));
-    snprintf(want, sizeof(want), "%s is not a regular file", scratch);
+    ck_assert_ptr_null(lg_jwks_load_file(ut_scratch_dir(), err, sizeof(err)));
+    snprintf(want, sizeof(want), "%s is not a regular file", ut_scratch_dir());
     ck_assert_str_eq(err, want);
 
     /* One byte over the bound: refused before parsing. */
-    const char *big = scratch_path("big.json");
+    const char *big = ut_scratch_path("big.json");
     char *blob = malloc(LG_JWKS_MAX_BYTES + 1);
     memset(blob, ' ', LG_JWKS_MAX_BYTES + 1);
     write_bytes(big, blob, LG_JWKS_MAX_BYTES + 1);
@@ -940,13 +896,6 @@ struct net {
     struct lg_jwks_provider *p;
 };
 
-static double monotonic(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void srv_cb(struct evhttp_request *req, void *arg)
 {
     struct net *n = arg;
@@ -954,7 +903,7 @@ static void srv_cb(struct evhttp_request *req, void *arg)
     ck_assert_int_lt(i, SRV_MAX);
     struct srv_record *r = &n->records[i];
     const struct answer *a = &n->answers[i];
-    r->at = monotonic();
+    r->at = ut_now_s();
     snprintf(r->uri, sizeof(r->uri), "%s", evhttp_request_get_uri(req));
     const char *accept = evhttp_find_header(evhttp_request_get_input_headers(req), "Accept");
     snprintf(r->accept, sizeof(r->accept), "%s", accept ? accept : "");
@@ -980,13 +929,6 @@ static void srv_cb(struct evhttp_request *req, void *arg)
     evbuffer_free(b);
 }
 
-static struct bufferevent *srv_bev(struct event_base *base, void *arg)
-{
-    SSL *ssl = SSL_new(arg);
-    return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                          BEV_OPT_CLOSE_ON_FREE);
-}
-
 /* A loop, an HTTPS server on 127.0.0.1 with the test certificate, and a
  * client context that trusts it (trust_test_ca) or only the system CAs. */
 static void net_start(struct net *n, bool trust_test_ca)
@@ -1003,18 +945,8 @@ static void net_start(struct net *n, bool trust_test_ca)
     ck_assert_msg(n->client_ctx != NULL, "%s", err);
     n->base = event_base_new();
     ck_assert_ptr_nonnull(n->base);
-    n->http = evhttp_new(n->base);
-    ck_assert_ptr_nonnull(n->http);
-    evhttp_set_bevcb(n->http, srv_bev, n->server_ctx);
-    struct evhttp_bound_socket *bound = evhttp_bind_socket_with_handle(n->http, "127.0.0.1", 0);
-    ck_assert_ptr_nonnull(bound);
-    struct sockaddr_in sin;
-    socklen_t slen = sizeof(sin);
-    ck_assert_int_eq(getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&sin, &slen),
-                     0);
-    n->port = ntohs(sin.sin_port);
+    n->http = ut_http_listen(n->base, n->server_ctx, srv_cb, n, &n->port);
     snprintf(n->url, sizeof(n->url), "https://127.0.0.1:%d/keys/jwks.json", n->port);
-    evhttp_set_gencb(n->http, srv_cb, n);
 }
 
 static void net_provider(struct net *n, const char *url)
@@ -1028,8 +960,7 @@ static void net_stop(struct net *n)
 {
     lg_jwks_provider_free(n->p);
     /* httpc releases cancelled connections on zero-delay timers. */
-    for (int i = 0; i < 3; i++)
-        event_base_loop(n->base, EVLOOP_NONBLOCK);
+    ut_loop_settle(n->base);
     evhttp_free(n->http);
     event_base_free(n->base);
     SSL_CTX_free(n->server_ctx);
@@ -1038,40 +969,23 @@ static void net_stop(struct net *n)
     libevent_global_shutdown();
 }
 
-static void tick_cb(evutil_socket_t fd, short what, void *arg)
-{
-}
-
-/* Run the loop until cond holds or seconds pass; true when it held. */
-static bool run_until(struct net *n, bool (*cond)(struct net *, uint64_t), uint64_t arg,
-                      double seconds)
-{
-    struct event *tick = event_new(n->base, -1, EV_PERSIST, tick_cb, NULL);
-    struct timeval tv = {0, 10000};
-    event_add(tick, &tv);
-    double deadline = monotonic() + seconds;
-    bool held;
-    while (!(held = cond(n, arg)) && monotonic() < deadline)
-        event_base_loop(n->base, EVLOOP_ONCE);
-    event_free(tick);
-    return held;
-}
+/* Run the loop until cond(n, arg) holds or seconds pass; true when it held. */
+#define run_until(n, cond, arg, seconds) ut_run_until((n)->base, (cond), (n), (arg), (seconds))
 
 /* count fetches were started and none runs. */
-static bool cond_fetched(struct net *n, uint64_t count)
+static bool cond_fetched(void *ctx, uint64_t count)
 {
+    struct net *n = ctx;
     return lg_jwks_provider_fetches(n->p) >= count && !lg_jwks_provider_busy(n->p);
 }
 
-static bool cond_requests(struct net *n, uint64_t count)
+static bool cond_requests(void *ctx, uint64_t count)
 {
-    return n->nrequests >= (int)count;
+    return ((struct net *)ctx)->nrequests >= (int)count;
 }
 
-static bool cond_never(struct net *n, uint64_t arg)
-{
-    return false;
-}
+/* Run the loop for seconds. */
+#define run_for(n, seconds) ut_run_until((n)->base, NULL, NULL, 0, (seconds))
 
 /* The next scheduled fetch is due in about ms. */
 static void expect_next_fetch(struct net *n, int64_t ms)
@@ -1102,7 +1016,7 @@ START_TEST(test_provider_https_required)
     /* Nothing happens before start: no request, no set, refetch refused. */
     net_provider(&n, NULL);
     ck_assert(!lg_jwks_provider_refetch(n.p));
-    run_until(&n, cond_never, 0, 0.1);
+    run_for(&n, 0.1);
     ck_assert_int_eq(n.nrequests, 0);
     ck_assert_uint_eq(lg_jwks_provider_fetches(n.p), 0);
     ck_assert(!lg_jwks_provider_busy(n.p));
@@ -1118,7 +1032,7 @@ START_TEST(test_provider_fetch)
     struct net n;
     net_start(&n, true);
     net_provider(&n, NULL);
-    log_begin();
+    ut_stderr_begin();
     lg_jwks_provider_start(n.p);
     ck_assert(lg_jwks_provider_busy(n.p));
     ck_assert_uint_eq(lg_jwks_provider_fetches(n.p), 1);
@@ -1136,7 +1050,7 @@ START_TEST(test_provider_fetch)
     expect_next_fetch(&n, 3600 * 1000);
     lg_jwks_unref(set);
     net_stop(&n);
-    char *log = log_end();
+    char *log = ut_stderr_end();
     char want[256];
     snprintf(want, sizeof(want), "INFO JWKS fetched url=%s keys=6 refresh_in_s=3600", n.url);
     ck_assert_msg(strstr(log, want) != NULL, "%s", log);
@@ -1194,7 +1108,7 @@ START_TEST(test_provider_refetch_rate_limit)
     /* Within 30 s of that fetch's start: refused, and nothing is fetched. */
     ck_assert(!lg_jwks_provider_refetch(n.p));
     ck_assert(!lg_jwks_provider_busy(n.p));
-    run_until(&n, cond_never, 0, 0.2);
+    run_for(&n, 0.2);
     ck_assert_int_eq(n.nrequests, 1);
     ck_assert_uint_eq(lg_jwks_provider_fetches(n.p), 1);
 
@@ -1205,7 +1119,7 @@ START_TEST(test_provider_refetch_rate_limit)
     ck_assert(lg_jwks_provider_busy(n.p));
     ck_assert(lg_jwks_provider_refetch(n.p));
     ck_assert(run_until(&n, cond_fetched, 2, 5.0));
-    run_until(&n, cond_never, 0, 0.2);
+    run_for(&n, 0.2);
     ck_assert_int_eq(n.nrequests, 2);
     ck_assert_uint_eq(lg_jwks_provider_fetches(n.p), 2);
     struct lg_jwks *second = lg_jwks_provider_get(n.p);
@@ -1224,7 +1138,7 @@ START_TEST(test_provider_refetch_rate_limit)
     }
     ck_assert(lg_jwks_provider_busy(n.p));
     ck_assert(run_until(&n, cond_fetched, 3, 5.0));
-    run_until(&n, cond_never, 0, 0.2);
+    run_for(&n, 0.2);
     ck_assert_int_eq(n.nrequests, 3);
     ck_assert_uint_eq(lg_jwks_provider_fetches(n.p), 3);
 
@@ -1255,7 +1169,7 @@ START_TEST(test_provider_failure_keeps_set)
     n.answers[5].cache_control = "max-age=900";
     net_provider(&n, NULL);
     lg_jwks_provider_set_refetch_interval_ms(n.p, 0);
-    log_begin();
+    ut_stderr_begin();
     lg_jwks_provider_start(n.p);
     ck_assert(run_until(&n, cond_fetched, 1, 5.0));
     struct lg_jwks *good = lg_jwks_provider_get(n.p);
@@ -1300,7 +1214,7 @@ START_TEST(test_provider_failure_keeps_set)
     lg_jwks_unref(good);
     ck_assert_int_eq(n.nrequests, 6);
     net_stop(&n);
-    char *log = log_end();
+    char *log = ut_stderr_end();
     char want[512];
     snprintf(want, sizeof(want),
              "WARN JWKS fetch failed url=%s reason=\"answered HTTP 500\" retry_in_ms=1000 "
@@ -1336,7 +1250,7 @@ START_TEST(test_provider_backoff_cap)
         n.answers[i].status = 503;
     net_provider(&n, NULL);
     lg_jwks_provider_set_refetch_interval_ms(n.p, 0);
-    log_begin();
+    ut_stderr_begin();
     lg_jwks_provider_start(n.p);
     ck_assert(run_until(&n, cond_fetched, 1, 5.0));
     ck_assert_ptr_null(lg_jwks_provider_get(n.p));
@@ -1348,7 +1262,7 @@ START_TEST(test_provider_backoff_cap)
     expect_next_fetch(&n, 300 * 1000);
     ck_assert_ptr_null(lg_jwks_provider_get(n.p));
     net_stop(&n);
-    char *log = log_end();
+    char *log = ut_stderr_end();
     ck_assert_ptr_nonnull(strstr(log, "retry_in_ms=256000 keys_kept=0"));
     ck_assert_int_eq(count_substr(log, "retry_in_ms=300000 keys_kept=0"), 2);
     free(log);
@@ -1362,14 +1276,14 @@ START_TEST(test_provider_unverified_server)
     struct net n;
     net_start(&n, false);
     net_provider(&n, NULL);
-    log_begin();
+    ut_stderr_begin();
     lg_jwks_provider_start(n.p);
     ck_assert(run_until(&n, cond_fetched, 1, 5.0));
     ck_assert_ptr_null(lg_jwks_provider_get(n.p));
     ck_assert_int_eq(n.nrequests, 0);
     expect_next_fetch(&n, 1000);
     net_stop(&n);
-    char *log = log_end();
+    char *log = ut_stderr_end();
     char want[256];
     snprintf(want, sizeof(want), "WARN JWKS fetch failed url=%s reason=\"", n.url);
     ck_assert_msg(strstr(log, want) != NULL, "%s", log);
@@ -1383,26 +1297,20 @@ END_TEST
 START_TEST(test_provider_connection_refused)
 {
     /* A port that was just free: nothing listens there. */
-    evutil_socket_t fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    socklen_t len = sizeof(sin);
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-    int port = ntohs(sin.sin_port);
-    evutil_closesocket(fd);
+    int port = ut_free_port();
 
     struct net n;
     net_start(&n, true);
     char url[128];
     snprintf(url, sizeof(url), "https://127.0.0.1:%d/jwks.json", port);
     net_provider(&n, url);
-    log_begin();
+    ut_stderr_begin();
     lg_jwks_provider_start(n.p);
     ck_assert(run_until(&n, cond_fetched, 1, 5.0));
     ck_assert_ptr_null(lg_jwks_provider_get(n.p));
     expect_next_fetch(&n, 1000);
     net_stop(&n);
-    char *log = log_end();
+    char *log = ut_stderr_end();
     char want[256];
     ck_assert_ptr_nonnull(strstr(log, "retry_in_ms=1000 keys_kept=0"));
 #if HTTPC_TLS_REFUSED_BUG
@@ -1433,18 +1341,18 @@ START_TEST(test_provider_deadline_and_free_in_flight)
     n.answers[0].hold = true;
     n.answers[1].hold = true;
     net_provider(&n, NULL);
-    log_begin();
-    double start = monotonic();
+    ut_stderr_begin();
+    double start = ut_now_s();
     lg_jwks_provider_start(n.p);
     ck_assert(run_until(&n, cond_fetched, 1, 5.0));
-    double took = monotonic() - start;
+    double took = ut_now_s() - start;
     ck_assert_msg(took >= 1.4 && took < 2.5, "gave up after %.2f s", took);
     ck_assert_ptr_null(lg_jwks_provider_get(n.p));
     /* The retry reaches the server and hangs there too. */
     ck_assert(run_until(&n, cond_requests, 2, 5.0));
     ck_assert(lg_jwks_provider_busy(n.p));
     net_stop(&n);
-    char *log = log_end();
+    char *log = ut_stderr_end();
     char want[256];
     snprintf(want, sizeof(want),
              "WARN JWKS fetch failed url=%s reason=\"no answer from 127.0.0.1:%d in time\" "

@@ -23,6 +23,7 @@
 #include "lambdagate/conf.h"
 #include "lambdagate/log.h"
 #include "lambdagate/redis.h"
+#include "unit_util.h"
 
 /* ---------------------------------------------------------------------- */
 /* A redis-server per test                                                 */
@@ -36,9 +37,7 @@ static int server_port;
 
 static double now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+    return ut_now_s() * 1000.0;
 }
 
 static void sleep_ms(int ms)
@@ -50,19 +49,6 @@ static void sleep_ms(int ms)
 
 /* A loopback port nobody listens on right now (Redis 7 cannot be given
  * port 0 and report what it chose). */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    socklen_t len = sizeof(sa);
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 /* A blocking connection to 127.0.0.1:port, or -1. */
 static int raw_connect(int port)
 {
@@ -149,7 +135,7 @@ static void start_server_on(int port, const char *const *extra)
 
 static void start_server(const char *const *extra)
 {
-    start_server_on(free_port(), extra);
+    start_server_on(ut_free_port(), extra);
 }
 
 static void stop_server(void)
@@ -181,22 +167,23 @@ static void teardown(void)
     libevent_global_shutdown();
 }
 
-static void tick_cb(evutil_socket_t fd, short what, void *arg)
+struct until {
+    bool (*cond)(const void *);
+    const void *arg;
+};
+
+static bool until_holds(void *ctx, uint64_t unused)
 {
+    const struct until *u = ctx;
+    return u->cond(u->arg);
 }
 
 /* Run the loop until cond(arg) holds or timeout_ms pass; true when it held.
  * cond NULL: run for timeout_ms. */
 static bool run_until(bool (*cond)(const void *), const void *arg, int timeout_ms)
 {
-    struct event *tick = event_new(base, -1, EV_PERSIST, tick_cb, NULL);
-    struct timeval tv = {0, 2000};
-    event_add(tick, &tv);
-    double deadline = now_ms() + timeout_ms;
-    while (!(cond && cond(arg)) && now_ms() < deadline)
-        event_base_loop(base, EVLOOP_ONCE);
-    event_free(tick);
-    return cond && cond(arg);
+    struct until u = {cond, arg};
+    return ut_run_until(base, cond ? until_holds : NULL, &u, 0, timeout_ms / 1000.0);
 }
 
 static void run_for(int ms)
@@ -520,7 +507,7 @@ START_TEST(test_callback_never_inside_command)
 
     /* Down: the failure is delivered from the loop as well. */
     stop_server();
-    struct lg_conf_redis closed = conf_for(free_port());
+    struct lg_conf_redis closed = conf_for(ut_free_port());
     r = lg_redis_new(base, &closed);
     ck_assert_ptr_nonnull(r);
     memset(&res, 0, sizeof(res));
@@ -772,7 +759,7 @@ END_TEST
 
 START_TEST(test_down_closed_port)
 {
-    int port = free_port();
+    int port = ut_free_port();
     struct lg_conf_redis c = conf_for(port);
     uint64_t before = lg_redis_errors_total();
     capture_start();
@@ -1099,7 +1086,7 @@ START_TEST(test_cancel)
 
     /* A DOWN result not yet delivered. */
     stop_server();
-    struct lg_conf_redis closed = conf_for(free_port());
+    struct lg_conf_redis closed = conf_for(ut_free_port());
     r = lg_redis_new(base, &closed);
     cmd = CMD(r, &cancelled, "PING");
     lg_redis_cancel(cmd);
@@ -1129,7 +1116,7 @@ START_TEST(test_free_with_pending)
     /* Freed while connecting, and while down with a result pending. */
     r = lg_redis_new(base, &c);
     lg_redis_free(r);
-    struct lg_conf_redis closed = conf_for(free_port());
+    struct lg_conf_redis closed = conf_for(ut_free_port());
     r = lg_redis_new(base, &closed);
     CMD(r, &res[0], "PING");
     lg_redis_free(r);
@@ -1175,7 +1162,7 @@ START_TEST(test_free_inside_callback)
         ck_assert_int_eq(res[i].calls, 0);
 
     /* From a DOWN result, with another one pending. */
-    struct lg_conf_redis closed = conf_for(free_port());
+    struct lg_conf_redis closed = conf_for(ut_free_port());
     memset(&f, 0, sizeof(f));
     f.r = lg_redis_new(base, &closed);
     ck_assert_ptr_nonnull(lg_redis_command(f.r, 1, argv, lens, freeing_cb, &f));
