@@ -420,6 +420,13 @@ static int hooks_attach(redisAsyncContext *ac, struct event_base *base)
  * would free such a reply correctly too. */
 #define REPLY_SPARES 256
 
+/* hiredis 0.14's reader has no cap on an array's length, and makes room
+ * for all its elements at once: a server that announced a billion would
+ * cost us 8 GB. Ours are small (a throttle call answers at most 128
+ * integers), so a longer array is refused: the reader fails, the
+ * connection is dropped and its commands fail (the stores fall back). */
+#define REPLY_ELEMENTS_MAX 4096
+
 struct spare {
     struct spare *next;
 };
@@ -543,6 +550,8 @@ static void *reply_string(const redisReadTask *task, char *str, size_t len)
 static void *reply_array(const redisReadTask *task, int elements)
 {
     redisReply **element = NULL;
+    if (elements > REPLY_ELEMENTS_MAX)
+        return NULL;
     if (elements > 0 && (element = calloc((size_t)elements, sizeof(*element))) == NULL)
         return NULL;
     redisReply *r = reply_new(task, REDIS_REPLY_ARRAY);
@@ -603,8 +612,9 @@ static void start_connect(struct lg_redis *r)
     }
     ac->data = r;
     ac->c.reader->fn = &reply_functions;
-    /* hiredis 0.14's reader has no cap on a reply's size (the server's
-     * proto-max-bulk-len bounds it); replies here are what we stored. Its
+    /* hiredis 0.14's reader has no cap on a string's size (the server's
+     * proto-max-bulk-len bounds it; an array's length is capped by
+     * reply_array); replies here are what we stored. Its
      * maxbuf (16 KiB by default) releases a large read buffer once it is
      * drained, so an idle connection holds little memory: kept. */
     redisAsyncSetConnectCallback(ac, on_connect);

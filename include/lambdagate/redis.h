@@ -26,7 +26,9 @@ enum lg_redis_status {
     LG_REDIS_OK = 0,  /* reply is set (it may be a Redis error reply: check its type) */
     LG_REDIS_DOWN,    /* not connected: the command was not sent */
     LG_REDIS_TIMEOUT, /* no reply within timeout_ms */
-    LG_REDIS_ERROR,   /* the connection broke, or the reply was unusable */
+    LG_REDIS_ERROR,   /* the connection broke, or the reply was unusable (an
+                       * array of over 4096 elements is: the connection is
+                       * dropped) */
 };
 
 /* reply is valid during the callback only. */

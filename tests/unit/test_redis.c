@@ -710,6 +710,30 @@ START_TEST(test_nested_replies_reuse_records)
 }
 END_TEST
 
+/* An array longer than redis.c takes (4096 elements: hiredis 0.14 would
+ * make room for any length a server announces) fails its command, the
+ * connection is dropped and made again, and the next command works. An
+ * array of exactly 4096 is taken. */
+START_TEST(test_too_long_array_refused)
+{
+    start_server(NULL);
+    struct lg_conf_redis c = conf_for(server_port);
+    struct lg_redis *r = client_new(&c);
+    struct result res;
+    CALL(r, &res, "EVAL", "local t = {} for i = 1, 4096 do t[i] = i end return t", "0");
+    ck_assert_int_eq(res.status, LG_REDIS_OK);
+    ck_assert_int_eq(res.type, REDIS_REPLY_ARRAY);
+    ck_assert_uint_eq(res.elements, 4096);
+    CALL(r, &res, "EVAL", "local t = {} for i = 1, 4097 do t[i] = i end return t", "0");
+    ck_assert_int_eq(res.status, LG_REDIS_ERROR);
+    ck_assert(run_until(client_up, r, 3000));
+    CALL(r, &res, "PING");
+    ck_assert_int_eq(res.status, LG_REDIS_OK);
+    ck_assert_str_eq(res.str, "PONG");
+    lg_redis_free(r);
+}
+END_TEST
+
 START_TEST(test_eval_noscript_reload)
 {
     start_server(NULL);
@@ -1209,6 +1233,7 @@ int main(void)
     tcase_add_test(tc, test_refused_and_invalid_commands);
     tcase_add_test(tc, test_eval_returns_args);
     tcase_add_test(tc, test_nested_replies_reuse_records);
+    tcase_add_test(tc, test_too_long_array_refused);
     tcase_add_test(tc, test_eval_noscript_reload);
     tcase_add_test(tc, test_down_closed_port);
     tcase_add_test(tc, test_connect_deadline);
