@@ -713,7 +713,20 @@ ssize_t lg_http_read_into(struct evbuffer *in, int fd, int *err)
     struct evbuffer_iovec v;
     ssize_t n = -1;
     *err = ENOMEM;
-    if (evbuffer_reserve_space(in, LG_HTTP_READ_MAX, &v, 1) == 1) {
+    if (evbuffer_get_length(in) == 0) {
+        /* The start of a message, usually all of it: read on the stack and
+         * add only what came, so that a short message takes a small chain
+         * (from malloc's thread cache) rather than an 8 KB one. */
+        char buf[LG_HTTP_READ_MAX];
+        do
+            n = recv(fd, buf, sizeof(buf), 0);
+        while (n < 0 && errno == EINTR);
+        *err = n < 0 ? errno : 0;
+        if (n > 0 && evbuffer_add(in, buf, (size_t)n) != 0) {
+            n = -1;
+            *err = ENOMEM;
+        }
+    } else if (evbuffer_reserve_space(in, LG_HTTP_READ_MAX, &v, 1) == 1) {
         size_t room = v.iov_len < LG_HTTP_READ_MAX ? v.iov_len : LG_HTTP_READ_MAX;
         do
             n = recv(fd, v.iov_base, room, 0);
