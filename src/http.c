@@ -710,23 +710,16 @@ size_t lg_http_send_now(int fd, const void *data, size_t len)
 ssize_t lg_http_read_into(struct evbuffer *in, int fd, int *err)
 {
     evbuffer_unfreeze(in, 0);
-    struct evbuffer_iovec v;
+    /* The start of a message (usually all of it) is read on the stack and
+     * only what came is added, so that a short message takes a small chain
+     * (from malloc's thread cache) rather than an 8 KB one; the rest of a
+     * longer one is read straight into space reserved at the end. */
+    char buf[LG_HTTP_READ_MAX];
+    struct evbuffer_iovec v = {.iov_base = buf, .iov_len = sizeof(buf)};
+    bool reserved = evbuffer_get_length(in) > 0;
     ssize_t n = -1;
     *err = ENOMEM;
-    if (evbuffer_get_length(in) == 0) {
-        /* The start of a message, usually all of it: read on the stack and
-         * add only what came, so that a short message takes a small chain
-         * (from malloc's thread cache) rather than an 8 KB one. */
-        char buf[LG_HTTP_READ_MAX];
-        do
-            n = recv(fd, buf, sizeof(buf), 0);
-        while (n < 0 && errno == EINTR);
-        *err = n < 0 ? errno : 0;
-        if (n > 0 && evbuffer_add(in, buf, (size_t)n) != 0) {
-            n = -1;
-            *err = ENOMEM;
-        }
-    } else if (evbuffer_reserve_space(in, LG_HTTP_READ_MAX, &v, 1) == 1) {
+    if (!reserved || evbuffer_reserve_space(in, LG_HTTP_READ_MAX, &v, 1) == 1) {
         size_t room = v.iov_len < LG_HTTP_READ_MAX ? v.iov_len : LG_HTTP_READ_MAX;
         do
             n = recv(fd, v.iov_base, room, 0);
@@ -734,7 +727,8 @@ ssize_t lg_http_read_into(struct evbuffer *in, int fd, int *err)
         *err = n < 0 ? errno : 0;
         if (n > 0) {
             v.iov_len = (size_t)n;
-            if (evbuffer_commit_space(in, &v, 1) != 0) {
+            if ((reserved ? evbuffer_commit_space(in, &v, 1) : evbuffer_add(in, buf, (size_t)n)) !=
+                0) {
                 n = -1;
                 *err = ENOMEM;
             }
